@@ -1,0 +1,48 @@
+# ModeloMan — the two commands a new machine needs are `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+HTTP_ADDR ?= 127.0.0.1:8080
+
+.PHONY: run test lint bench superuser stop-db
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+## Run ModeloMan locally: embedded PostgreSQL unless DATABASE_URL is set.
+run: export DJANGO_SETTINGS_MODULE ?= modeloman.settings.local
+run: $(VENV)/.runtime
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	@echo ""
+	@echo "ModeloMan is starting on http://$(HTTP_ADDR)/"
+	@echo "  operator admin:  http://$(HTTP_ADDR)/$${ADMIN_URL:-admin/}"
+	@echo "  operator login:  make superuser   (in another terminal)"
+	@echo "  agent key:       $(PY) manage.py create_agent_key --project demo --agent a1 --scopes tasks:write --create"
+	@echo ""
+	exec $(VENV)/bin/gunicorn modeloman.wsgi:application -c deploy/gunicorn.conf.py --bind $(HTTP_ADDR)
+
+## Run the test suite (real PostgreSQL: DATABASE_URL, else the embedded server).
+test: $(VENV)/.dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+
+bench: $(VENV)/.dev
+	$(PY) bench/keys_verify.py
+
+superuser: export DJANGO_SETTINGS_MODULE ?= modeloman.settings.local
+superuser: $(VENV)/.runtime
+	$(PY) manage.py createsuperuser
+
+## Stop the embedded PostgreSQL (its data stays in var/pgdata).
+stop-db: $(VENV)/.runtime
+	$(PY) -c 'from pathlib import Path; from modeloman.embedded_db import stop_embedded_database as s; s(Path("var"))'

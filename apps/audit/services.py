@@ -1,0 +1,93 @@
+"""Audit trail writes. Every change to keys, agents, projects and policy calls
+`audit_record` inside the transaction that makes the change."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connection, models
+
+from apps.audit.models import AuditEvent
+from modeloman.request_context import client_ip_var, request_id_var
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change: a staff user, an API key, or the system (commands, jobs)."""
+
+    type: str
+    label: str
+    user_id: int | None = None
+    key_id: str = ""
+
+    @classmethod
+    def for_user(cls, user: Any) -> Actor:
+        return cls(type=AuditEvent.ActorType.USER, label=f"user:{user.get_username()}", user_id=user.pk)
+
+    @classmethod
+    def for_principal(cls, principal: Any) -> Actor:
+        return cls(type=AuditEvent.ActorType.KEY, label=f"key:{principal.key_id}", key_id=principal.key_id)
+
+    @classmethod
+    def system(cls, label: str) -> Actor:
+        return cls(type=AuditEvent.ActorType.SYSTEM, label=f"system:{label}")
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    return value
+
+
+def snapshot(instance: models.Model, fields: Iterable[str]) -> dict[str, Any]:
+    """The named fields of `instance`, JSON-ready, for an audit row's before/after."""
+    out = {}
+    for name in fields:
+        field = instance._meta.get_field(name)
+        out[name] = _json_safe(getattr(instance, field.attname))
+    return out
+
+
+def audit_record(
+    *,
+    actor: Actor,
+    action: str,
+    target: models.Model,
+    before: dict | None = None,
+    after: dict | None = None,
+    reason: str = "",
+) -> AuditEvent:
+    """Write one audit row. Must run inside the transaction that makes the change."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("audit_record must be called inside the change's transaction")
+    from apps.keys.models import ApiKey
+
+    return AuditEvent.objects.create(
+        actor_type=actor.type,
+        actor_label=actor.label[:200],
+        actor_user_id=actor.user_id,
+        actor_key_id=actor.key_id,
+        action=action,
+        target_type=target._meta.label_lower,
+        target_id=str(target.pk),
+        target_repr=str(target)[:200],
+        api_key=target if isinstance(target, ApiKey) else None,
+        before=_json_safe(before) if before is not None else None,
+        after=_json_safe(after) if after is not None else None,
+        reason=reason,
+        client_ip=client_ip_var.get(),
+        request_id=request_id_var.get() or "",
+    )

@@ -1,0 +1,25 @@
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+
+class WhoAmIApi(APIView):
+    """The calling key: its id, agent, project and scopes."""
+
+    operation = "WhoAmI"
+
+    class OutputSerializer(serializers.Serializer):
+        key_id = serializers.CharField()
+        agent = serializers.CharField(source="agent_name", allow_null=True)
+        project = serializers.CharField(source="project_slug", allow_null=True)
+        scopes = serializers.ListField(child=serializers.CharField())
+        expires_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema(responses=OutputSerializer)
+    def get(self, request: Request) -> Response:
+        principal = request.auth
+        data = self.OutputSerializer(principal).data
+        data["scopes"] = sorted(principal.scopes)
+        return Response(data)

@@ -1,0 +1,180 @@
+"""The one authentication function every transport uses: token in, principal out.
+
+`authenticate_token` rejects malformed tokens before any I/O, serves verified keys from a
+process cache guarded by the invalidation listener (see `modeloman.invalidation`), and
+writes `last_used_at` at most once a minute per key.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import threading
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from apps.keys import tokens
+from apps.keys.models import Agent, ApiKey
+from modeloman.invalidation import ProcessCache
+
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated API key and what it may act as."""
+
+    key_pk: int
+    key_id: str
+    agent_id: int | None
+    agent_name: str | None
+    project_id: int | None
+    project_slug: str | None
+    scopes: frozenset[str]
+    expires_at: dt.datetime | None
+
+    is_authenticated = True  # lets DRF and Django treat it as request.user
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+class AuthFailure(Exception):
+    """Why a token was refused. `code` is stable and safe to show the caller."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
+_INVALID = ("token_invalid", "The API key is not valid.")
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyRecord:
+    principal: Principal
+    digest: str
+    revoked: bool
+    agent_status: str | None
+    effective_expiry: dt.datetime | None
+    rotated: bool
+
+
+_verified_keys = ProcessCache("api-keys")
+_last_touch: dict[int, float] = {}
+_touch_lock = threading.Lock()
+
+
+def _load_record(key_id: str) -> _KeyRecord | None:
+    api_key = (
+        ApiKey.objects.select_related("agent__project").filter(key_id=key_id).first()
+    )
+    if api_key is None:
+        return None
+    agent = api_key.agent
+    principal = Principal(
+        key_pk=api_key.pk,
+        key_id=api_key.key_id,
+        agent_id=agent.pk if agent else None,
+        agent_name=agent.name if agent else None,
+        project_id=agent.project_id if agent else None,
+        project_slug=agent.project.slug if agent else None,
+        scopes=frozenset(api_key.scopes),
+        expires_at=api_key.effective_expiry,
+    )
+    return _KeyRecord(
+        principal=principal,
+        digest=api_key.digest,
+        revoked=api_key.revoked_at is not None,
+        agent_status=agent.status if agent else None,
+        effective_expiry=api_key.effective_expiry,
+        rotated=api_key.grace_until is not None,
+    )
+
+
+def _digest_matches(record: _KeyRecord, parsed: tokens.ParsedToken) -> bool:
+    current = tokens.digest(parsed.key_id, parsed.secret, settings.KEY_PEPPER)
+    if hmac.compare_digest(current, record.digest):
+        return True
+    previous_pepper = settings.KEY_PEPPER_PREVIOUS
+    if previous_pepper and hmac.compare_digest(
+        tokens.digest(parsed.key_id, parsed.secret, previous_pepper), record.digest
+    ):
+        # Pepper rotation in progress: upgrade this key's digest to the current pepper.
+        ApiKey.objects.filter(pk=record.principal.key_pk, digest=record.digest).update(digest=current)
+        _verified_keys.clear()
+        return True
+    return False
+
+
+def _touch_last_used(key_pk: int, now: dt.datetime) -> None:
+    """At most one UPDATE per key per minute per process, and the WHERE clause makes it
+    at most one effective write per key per minute across processes."""
+    tick = time.monotonic()
+    with _touch_lock:
+        last = _last_touch.get(key_pk)
+        if last is not None and tick - last < LAST_USED_RESOLUTION.total_seconds():
+            return
+        _last_touch[key_pk] = tick
+    ApiKey.objects.filter(pk=key_pk).filter(
+        Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - LAST_USED_RESOLUTION)
+    ).update(last_used_at=now)
+
+
+def authenticate_token(token: str, *, now: dt.datetime | None = None) -> Principal:
+    """Verify a bearer token. Returns the principal or raises `AuthFailure`."""
+    parsed = tokens.parse(token)
+    if parsed is None:
+        raise AuthFailure("token_malformed", "The API key is malformed or mistyped.")
+
+    record = _verified_keys.get(parsed.key_id)
+    if record is None:
+        generation = _verified_keys.generation()
+        record = _load_record(parsed.key_id)
+        if record is None:
+            raise AuthFailure(*_INVALID)  # same answer as a wrong secret: no key-id oracle
+        _verified_keys.put(parsed.key_id, record, generation)
+
+    if not _digest_matches(record, parsed):
+        raise AuthFailure(*_INVALID)
+    if record.revoked:
+        raise AuthFailure("key_revoked", "The API key has been revoked.")
+    if record.agent_status == Agent.Status.DISABLED:
+        raise AuthFailure("agent_disabled", "The agent this key belongs to is disabled.")
+    now = now or timezone.now()
+    if record.effective_expiry is not None and record.effective_expiry <= now:
+        if record.rotated:
+            raise AuthFailure("key_rotated", "The API key was rotated and its grace period ended.")
+        raise AuthFailure("key_expired", "The API key has expired.")
+
+    _touch_last_used(record.principal.key_pk, now)
+    return record.principal
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """DRF: `Authorization: Bearer <token>` → (principal, principal)."""
+
+    def authenticate(self, request: Request) -> tuple[Principal, Principal] | None:
+        header = request.META.get("HTTP_AUTHORIZATION", "")
+        if not header:
+            return None
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise exceptions.AuthenticationFailed(
+                "Send the key as `Authorization: Bearer <token>`.", code="token_malformed"
+            )
+        try:
+            principal = authenticate_token(token.strip())
+        except AuthFailure as failure:
+            raise exceptions.AuthenticationFailed(failure.detail, code=failure.code) from None
+        return principal, principal
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="modeloman"'

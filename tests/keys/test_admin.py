@@ -1,0 +1,151 @@
+import re
+
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import Group, User
+from django.urls import reverse
+
+from apps.audit.models import AuditEvent
+from apps.keys import tokens
+from apps.keys.authentication import authenticate_token
+from apps.keys.models import ApiKey
+from tests.factories import AgentFactory, issue_key
+from tests.keys.test_authentication import tables_containing
+
+pytestmark = pytest.mark.django_db
+TOKEN_RE = re.compile(r"mmk_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}")
+
+
+@pytest.fixture
+def operator(client):
+    user = User.objects.create_superuser("operator", "op@example.com", "correct horse battery")
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def one_of_everything():
+    issued = issue_key()
+    Group.objects.create(name="operators")
+    return issued
+
+
+def test_every_model_admin_renders_changelist_add_and_change(operator, one_of_everything):
+    for model, model_admin in admin.site._registry.items():
+        info = f"admin:{model._meta.app_label}_{model._meta.model_name}"
+        changelist = operator.get(reverse(f"{info}_changelist"))
+        assert changelist.status_code == 200, info
+        if model_admin.has_add_permission(changelist.wsgi_request):
+            assert operator.get(reverse(f"{info}_add")).status_code == 200, info
+        obj = model.objects.first()
+        assert obj is not None, info
+        assert operator.get(reverse(f"{info}_change", args=[obj.pk])).status_code == 200, info
+
+
+def test_key_pages_never_show_the_digest(operator):
+    issued = issue_key()
+    digest = ApiKey.objects.get(pk=issued.api_key.pk).digest
+    for url in (reverse("admin:keys_apikey_changelist"),
+                reverse("admin:keys_apikey_change", args=[issued.api_key.pk]),
+                reverse("admin:keys_agent_change", args=[issued.api_key.agent_id])):
+        page = operator.get(url).content.decode()
+        assert issued.api_key.key_id in page
+        assert digest not in page
+
+
+def test_issuing_a_key_in_the_admin_shows_the_token_once(operator):
+    agent = AgentFactory()
+    response = operator.post(reverse("admin:keys_apikey_add"), {
+        "agent": agent.pk, "name": "ci", "scopes": ["tasks:write", "telemetry:write"], "expires_in": "90d",
+    })
+    assert response.status_code == 200
+    assert "no-store" in response["Cache-Control"]
+    token = TOKEN_RE.search(response.content.decode()).group(0)
+    principal = authenticate_token(token)
+    assert principal.agent_id == agent.pk and principal.scopes == {"tasks:write", "telemetry:write"}
+    assert tables_containing(tokens.parse(token).secret) == []
+    event = AuditEvent.objects.get(action="api_key.create", actor_label="user:operator")
+    assert event.after["scopes"] == ["tasks:write", "telemetry:write"]
+
+    page = operator.get(reverse("admin:keys_apikey_change", args=[principal.key_pk])).content.decode()
+    assert token not in page
+
+
+def test_issuing_with_bad_input_writes_nothing(operator):
+    before = ApiKey.objects.count(), AuditEvent.objects.count()
+    response = operator.post(reverse("admin:keys_apikey_add"), {
+        "scopes": ["tasks:write", "root:everything"], "expires_in": "forever",
+    })
+    assert response.status_code == 200
+    assert response.context["form"].errors.keys() == {"scopes", "expires_in"}
+    assert (ApiKey.objects.count(), AuditEvent.objects.count()) == before
+
+
+def test_revoking_in_the_admin_asks_for_confirmation_then_revokes_and_audits(operator):
+    issued = issue_key()
+    changelist = reverse("admin:keys_apikey_changelist")
+    selection = {"action": "revoke_keys", "_selected_action": [issued.api_key.pk]}
+
+    confirm_page = operator.post(changelist, selection)
+    assert confirm_page.status_code == 200
+    assert b"Yes, I&#x27;m sure" in confirm_page.content or b"Yes, I'm sure" in confirm_page.content
+    assert ApiKey.objects.get(pk=issued.api_key.pk).revoked_at is None
+
+    no_reason = operator.post(changelist, {**selection, "confirm": "yes", "reason": ""})
+    assert no_reason.status_code == 200
+    assert ApiKey.objects.get(pk=issued.api_key.pk).revoked_at is None
+
+    done = operator.post(changelist, {**selection, "confirm": "yes", "reason": "laptop stolen"},
+                         REMOTE_ADDR="203.0.113.9", HTTP_X_REQUEST_ID="req-0123456789")
+    assert done.status_code == 302
+    key = ApiKey.objects.get(pk=issued.api_key.pk)
+    assert key.revoked_at is not None and key.revoked_reason == "laptop stolen"
+    event = AuditEvent.objects.get(action="api_key.revoke", api_key=key)
+    assert (event.actor_label, event.reason, event.client_ip, event.request_id) == (
+        "user:operator", "laptop stolen", "203.0.113.9", "req-0123456789")
+    assert event.before["revoked_at"] is None and event.after["revoked_at"] is not None
+
+
+def test_rotating_in_the_admin_shows_the_new_token(operator):
+    issued = issue_key()
+    response = operator.post(reverse("admin:keys_apikey_changelist"), {
+        "action": "rotate_keys", "_selected_action": [issued.api_key.pk], "confirm": "yes", "grace": "1h",
+    })
+    assert response.status_code == 200
+    new_token = TOKEN_RE.search(response.content.decode()).group(0)
+    assert new_token != issued.token
+    assert authenticate_token(new_token).key_id != issued.api_key.key_id
+    assert authenticate_token(issued.token).key_id == issued.api_key.key_id  # still in grace
+
+
+def test_extending_expiry_in_the_admin_is_audited(operator):
+    issued = issue_key()
+    response = operator.post(reverse("admin:keys_apikey_changelist"), {
+        "action": "extend_expiry", "_selected_action": [issued.api_key.pk], "confirm": "yes",
+        "expires_in": "30d",
+    })
+    assert response.status_code == 302
+    assert ApiKey.objects.get(pk=issued.api_key.pk).expires_at is not None
+    assert AuditEvent.objects.filter(action="api_key.set_expiry", api_key=issued.api_key).count() == 1
+
+
+def test_changelist_filters_by_status_and_scope(operator):
+    active = issue_key(scopes=["policy:read"])
+    revoked = issue_key(scopes=["tasks:write"])
+    from apps.keys.services import api_key_revoke
+    from tests.factories import TEST_ACTOR
+
+    api_key_revoke(actor=TEST_ACTOR, api_key=revoked.api_key, reason="test")
+    url = reverse("admin:keys_apikey_changelist")
+    revoked_page = operator.get(url, {"status": "revoked"}).content.decode()
+    assert revoked.api_key.key_id in revoked_page and active.api_key.key_id not in revoked_page
+    scope_page = operator.get(url, {"scope": "policy:read"}).content.decode()
+    assert active.api_key.key_id in scope_page and revoked.api_key.key_id not in scope_page
+
+
+def test_agent_and_project_admin_saves_are_audited(operator):
+    response = operator.post(reverse("admin:keys_project_add"), {
+        "slug": "acme", "name": "Acme", "public_name": "", "leaderboard_opt_in": "",
+    })
+    assert response.status_code == 302
+    assert AuditEvent.objects.filter(action="project.create", target_repr="acme").count() == 1

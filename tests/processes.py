@@ -1,0 +1,89 @@
+"""Run ModeloMan in other processes (real gunicorn workers) against the test database."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from django.db import connection
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def database_url() -> str:
+    """A DATABASE_URL for the database this test process is using (the test database)."""
+    s = connection.settings_dict
+    credentials = f"{quote(s['USER'])}:{quote(s['PASSWORD'] or '')}"
+    host, port = s["HOST"] or "127.0.0.1", s["PORT"] or 5432
+    if host.startswith("/"):  # a Unix socket directory (the embedded server)
+        return f"postgres://{credentials}@/{s['NAME']}?host={host}&port={port}"
+    return f"postgres://{credentials}@{host}:{port}/{s['NAME']}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http(method: str, url: str, *, token: str | None = None, body: dict | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, method=method, data=data)  # noqa: S310  # loopback test server
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310  # loopback test server
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+@contextmanager
+def gunicorn_server(*, workers: int = 2, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Serve the WSGI app with real gunicorn workers on a loopback port; yield its base URL."""
+    port = free_port()
+    child_env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "modeloman.settings.test",
+        "DATABASE_URL": database_url(),
+        "AUTH_CACHE_MAX_AGE_SECONDS": "600",  # only active invalidation can explain a fast refusal
+        **(env or {}),
+    }
+    log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "modeloman.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", str(workers), "--log-level", "warning"],
+        cwd=BASE_DIR, env=child_env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if http("GET", f"{base}/healthz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not start:\n{Path(log.name).read_text()}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        os.unlink(log.name)

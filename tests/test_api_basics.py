@@ -1,0 +1,61 @@
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz_is_ok_without_touching_the_database(client, django_assert_num_queries):
+    with django_assert_num_queries(0):
+        response = client.get("/healthz")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_readyz_checks_database_and_cache(client):
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "cache": "ok"}
+
+
+def test_readyz_is_503_when_the_cache_is_unreachable(client, settings):
+    settings.CACHES = {"default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:1/0",
+        "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
+    }}  # Django's setting_changed signal rebuilds the cache handler
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["cache"] == "unavailable"
+
+
+def test_openapi_schema_lists_the_api(client):
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    assert "/api/v1/whoami" in response.json()["paths"]
+
+
+def test_unknown_api_path_is_a_problem_document(client):
+    response = client.get("/api/v1/no-such-thing")
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/problem+json"
+    assert response.json()["code"] == "not_found"
+
+
+def test_write_method_on_read_only_endpoint_is_405_problem(api_client, bearer):
+    from tests.factories import issue_key
+
+    response = api_client.post("/api/v1/whoami", {}, format="json", **bearer(issue_key().token))
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+
+
+def test_access_table_denies_missing_scope_and_unknown_operations():
+    from apps.keys.authentication import authenticate_token
+    from modeloman.access import MissingScope, require_access
+    from modeloman.problems import Forbidden
+    from tests.factories import issue_key
+
+    principal = authenticate_token(issue_key(scopes=["policy:read"]).token)
+    require_access("GetPolicy", principal)
+    with pytest.raises(MissingScope):
+        require_access("SetPolicy", principal)
+    with pytest.raises(Forbidden):
+        require_access("NoSuchOperation", principal)
