@@ -37,6 +37,7 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 
 bench: $(VENV)/.dev
+	DJANGO_SETTINGS_MODULE=modeloman.settings.local $(PY) manage.py migrate --noinput --verbosity 0
 	$(PY) bench/keys_verify.py
 
 superuser: export DJANGO_SETTINGS_MODULE ?= modeloman.settings.local
