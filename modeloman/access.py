@@ -87,8 +87,9 @@ def require_access(operation_name: str, principal: Any) -> None:
 
 
 class OperationPermission(BasePermission):
-    """DRF permission: the view's `operation` attribute is looked up in the access table."""
+    """DRF permission: the view's `operation` (or `operations[method]`) is looked up in the access table."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        require_access(getattr(view, "operation", ""), request.auth)
+        name = getattr(view, "operations", {}).get(request.method) or getattr(view, "operation", "")
+        require_access(name, request.auth)
         return True

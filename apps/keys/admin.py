@@ -8,21 +8,19 @@ put in messages, sessions or cookies — and digests are never displayed.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
 
 from django import forms
-from django.contrib import admin, messages
-from django.contrib.admin import helpers
+from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.template.response import TemplateResponse
 from django.utils import timezone
 
 from apps.audit.services import Actor
 from apps.keys import services
 from apps.keys.models import Agent, ApiKey, Project
 from modeloman.access import Scope
+from modeloman.admin_actions import ConfirmedActionsMixin, ReasonForm
 from modeloman.durations import parse_duration
 from modeloman.problems import DomainError
 
@@ -102,10 +100,6 @@ class ApiKeyIssueForm(forms.Form):
     expires_in = DurationField(required=False, help_text="e.g. 90d, 12h. Empty: never expires.")
 
 
-class RevokeForm(forms.Form):
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000)
-
-
 class RotateForm(forms.Form):
     grace = DurationField(initial="24h", help_text="How long the old key keeps working, e.g. 24h.")
 
@@ -153,7 +147,7 @@ class ScopeFilter(admin.SimpleListFilter):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ConfirmedActionsMixin, admin.ModelAdmin):
     list_display = ("key_id", "name", "agent", "status_label", "scope_list", "expires_at",
                     "last_used_at", "created_at")
     list_filter = (StatusFilter, "agent__project", ScopeFilter)
@@ -196,39 +190,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
                 form.add_error(None, error.detail)
             else:
                 return self._show_tokens(request, [issued], title="API key issued")
-        return self._render(request, "admin/keys/apikey/issue.html", title="Issue an API key", form=form)
+        return self.render_admin_page(request, "admin/keys/apikey/issue.html", title="Issue an API key", form=form)
 
     # --- actions: each asks for confirmation (and a reason or duration) first ------------
 
-    def _confirm(self, request: HttpRequest, queryset: QuerySet[ApiKey], *, form_class: type[forms.Form],
-                 action: str, title: str, intro: str,
-                 apply: Callable[[ApiKey, dict], object]) -> HttpResponse | None:
-        form = form_class(request.POST if request.POST.get("confirm") == "yes" else None)
-        if form.is_bound and form.is_valid():
-            results, failures = [], []
-            for key in queryset:
-                try:
-                    results.append(apply(key, form.cleaned_data))
-                except DomainError as error:
-                    failures.append(f"{key.key_id}: {error.detail}")
-            for failure in failures:
-                self.message_user(request, failure, messages.ERROR)
-            return self._after_action(request, action, results)
-        return self._render(request, "admin/keys/apikey/action_confirmation.html", title=title,
-                            form=form, keys=queryset, action=action, intro=intro,
-                            action_checkbox_name=helpers.ACTION_CHECKBOX_NAME)
-
-    def _after_action(self, request: HttpRequest, action: str, results: list) -> HttpResponse | None:
-        if action == "rotate_keys" and results:
-            return self._show_tokens(request, results, title="Keys rotated")
-        if results:
-            self.message_user(request, f"{len(results)} key(s) updated.", messages.SUCCESS)
-        return None
-
     @admin.action(description="Revoke selected keys…", permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> HttpResponse | None:
-        return self._confirm(
-            request, queryset, form_class=RevokeForm, action="revoke_keys", title="Revoke API keys",
+        return self.confirm_action(
+            request, queryset, form_class=ReasonForm, action="revoke_keys", title="Revoke API keys",
             intro="Revocation is permanent and takes effect everywhere within a second.",
             apply=lambda key, data: services.api_key_revoke(actor=_actor(request), api_key=key,
                                                             reason=data["reason"]),
@@ -236,17 +205,18 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Rotate selected keys…", permissions=["change"])
     def rotate_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> HttpResponse | None:
-        return self._confirm(
+        return self.confirm_action(
             request, queryset, form_class=RotateForm, action="rotate_keys", title="Rotate API keys",
             intro="Each key gets a successor with the same agent and scopes. The old key keeps "
                   "working until the grace period ends.",
             apply=lambda key, data: services.api_key_rotate(actor=_actor(request), api_key=key,
                                                             grace=data["grace"]),
+            on_done=lambda issued: self._show_tokens(request, issued, title="Keys rotated") if issued else None,
         )
 
     @admin.action(description="Change expiry of selected keys…", permissions=["change"])
     def extend_expiry(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> HttpResponse | None:
-        return self._confirm(
+        return self.confirm_action(
             request, queryset, form_class=ExpiryForm, action="extend_expiry", title="Change key expiry",
             intro="The new expiry is counted from now.",
             apply=lambda key, data: services.api_key_set_expiry(
@@ -254,11 +224,6 @@ class ApiKeyAdmin(admin.ModelAdmin):
         )
 
     def _show_tokens(self, request: HttpRequest, issued: list[services.IssuedKey], *, title: str) -> HttpResponse:
-        response = self._render(request, "admin/keys/apikey/tokens.html", title=title, issued=issued)
+        response = self.render_admin_page(request, "admin/keys/apikey/tokens.html", title=title, issued=issued)
         response["Cache-Control"] = "no-store"
         return response
-
-    def _render(self, request: HttpRequest, template: str, **context: object) -> TemplateResponse:
-        return TemplateResponse(request, template, {
-            **self.admin_site.each_context(request), "opts": self.model._meta, **context,
-        })

@@ -25,6 +25,8 @@ AUTH_CACHE_MAX_AGE_SECONDS = env.int("AUTH_CACHE_MAX_AGE_SECONDS", default=60)
 ADMIN_URL = env.str("ADMIN_URL", default="admin/")
 HTTP_ADDR = env.str("HTTP_ADDR", default="127.0.0.1:8080")
 POLICY_TIMEZONE = env.str("POLICY_TIMEZONE", default="UTC")
+# A reservation not settled or released within this time is released by telemetry_maintenance.
+RESERVATION_TTL_SECONDS = env.int("RESERVATION_TTL_SECONDS", default=900)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -39,6 +41,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "apps.audit",
     "apps.keys",
+    "apps.policy",
 ]
 
 MIDDLEWARE = [

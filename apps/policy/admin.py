@@ -1,0 +1,278 @@
+"""Operator screens for policy: kill switches, dry-run, caps, prices, usage and decisions.
+
+Kill switch and dry-run changes are one-way-style actions with a reason and a confirmation
+page (on the Project, Agent and Policy lists); everything else is edited inline on the
+Project and Agent pages or on the global policy page. All writes go through services.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin
+from django.db.models import BooleanField, Model, QuerySet
+from django.db.models.expressions import RawSQL
+from django.http import HttpRequest, HttpResponse
+
+from apps.audit.services import Actor
+from apps.keys.admin import AgentAdmin, ProjectAdmin
+from apps.keys.models import Agent, Project
+from apps.policy import services
+from apps.policy.models import (
+    AdmissionDecision,
+    ModelPrice,
+    Policy,
+    PolicyCap,
+    Reservation,
+    SubjectType,
+    UsageLedger,
+)
+from apps.policy.selectors import current_usage
+from modeloman.admin_actions import ConfirmedActionsMixin
+
+POLICY_EDITABLE = ("allowed_models", "allow_unpriced_models", "max_tokens_per_attempt", "max_cost_per_attempt",
+                   "max_concurrent_runs")
+SWITCHES = ("kill_switch", "kill_switch_reason", "dry_run")
+
+
+def _actor(request: HttpRequest) -> Actor:
+    return Actor.for_user(request.user)
+
+
+def _subject(obj: Model) -> dict:
+    if isinstance(obj, Project):
+        return {"subject_type": SubjectType.PROJECT, "project": obj}
+    if isinstance(obj, Agent):
+        return {"subject_type": SubjectType.AGENT, "agent": obj}
+    return {"subject_type": obj.subject_type, "project": obj.project, "agent": obj.agent}
+
+
+class PolicySwitchActions(ConfirmedActionsMixin):
+    """Engage/release the kill switch and turn dry-run on/off for the selected subjects."""
+
+    policy_actions = ["engage_kill_switch", "release_kill_switch", "dry_run_on", "dry_run_off"]
+
+    def _switch(self, request: HttpRequest, queryset: QuerySet, *, action: str, title: str, intro: str,
+                **change: bool) -> HttpResponse | None:
+        return self.confirm_action(
+            request, queryset, action=action, title=title, intro=intro,
+            apply=lambda obj, data: services.policy_set(actor=_actor(request), reason=data["reason"],
+                                                        **_subject(obj), **change),
+        )
+
+    @admin.action(description="Engage kill switch…", permissions=["change"])
+    def engage_kill_switch(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._switch(request, queryset, action="engage_kill_switch", title="Engage kill switch",
+                            intro="Every admission for these subjects is denied, in every process within a "
+                                  "second, until the switch is released.", kill_switch=True)
+
+    @admin.action(description="Release kill switch…", permissions=["change"])
+    def release_kill_switch(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._switch(request, queryset, action="release_kill_switch", title="Release kill switch",
+                            intro="Admissions resume under the remaining rules and caps.", kill_switch=False)
+
+    @admin.action(description="Turn dry-run on…", permissions=["change"])
+    def dry_run_on(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._switch(request, queryset, action="dry_run_on", title="Turn dry-run on",
+                            intro="Rules and caps at this level are evaluated and recorded as would-deny, "
+                                  "but never block. Kill switches still block.", dry_run=True)
+
+    @admin.action(description="Turn dry-run off…", permissions=["change"])
+    def dry_run_off(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._switch(request, queryset, action="dry_run_off", title="Turn dry-run off",
+                            intro="Rules and caps at this level block again.", dry_run=False)
+
+
+class _PolicyInline(admin.StackedInline):
+    model = Policy
+    fields = (*SWITCHES, *POLICY_EDITABLE)
+    readonly_fields = SWITCHES  # changed through the confirmed actions, with a reason
+    extra = 0
+    max_num = 1
+    can_delete = False
+
+
+class _CapInline(admin.TabularInline):
+    model = PolicyCap
+    fields = ("metric", "window", "limit", "model", "mode", "enabled")
+    extra = 0
+
+
+class ProjectPolicyInline(_PolicyInline):
+    fk_name = "project"
+
+
+class ProjectCapInline(_CapInline):
+    fk_name = "project"
+
+
+class AgentPolicyInline(_PolicyInline):
+    fk_name = "agent"
+
+
+class AgentCapInline(_CapInline):
+    fk_name = "agent"
+
+
+class PolicyFormsets:
+    """Inline policy and cap rows are saved (and deleted) through the audited services."""
+
+    def save_formset(self, request: HttpRequest, form: forms.Form, formset, change: bool) -> None:
+        if formset.model not in (Policy, PolicyCap):
+            return super().save_formset(request, form, formset, change)
+        actor = _actor(request)
+        parent = _subject(form.instance)
+        for obj in formset.save(commit=False):
+            if isinstance(obj, Policy):
+                changes = {name: getattr(obj, name) for name in POLICY_EDITABLE}
+                services.policy_set(actor=actor, **parent, **changes)
+            else:
+                obj.subject_type = parent["subject_type"]
+                services.cap_save(actor=actor, cap=obj)
+        for obj in formset.deleted_objects:
+            services.cap_delete(actor=actor, cap=obj)
+        formset.save_m2m()
+
+
+admin.site.unregister(Project)
+admin.site.unregister(Agent)
+
+
+@admin.register(Project)
+class ProjectWithPolicyAdmin(PolicyFormsets, PolicySwitchActions, ProjectAdmin):
+    inlines = [ProjectPolicyInline, ProjectCapInline]
+    actions = PolicySwitchActions.policy_actions
+
+
+@admin.register(Agent)
+class AgentWithPolicyAdmin(PolicyFormsets, PolicySwitchActions, AgentAdmin):
+    inlines = [*AgentAdmin.inlines, AgentPolicyInline, AgentCapInline]
+    actions = PolicySwitchActions.policy_actions
+
+
+@admin.register(Policy)
+class PolicyAdmin(PolicySwitchActions, admin.ModelAdmin):
+    """Every policy row; the global policy is edited here (add one with subject "global")."""
+
+    list_display = ("__str__", "kill_switch", "dry_run", "max_cost_per_attempt", "updated_at")
+    list_filter = ("subject_type", "kill_switch", "dry_run")
+    list_select_related = ("project", "agent__project")
+    fields = ("subject_type", "project", "agent", *SWITCHES, *POLICY_EDITABLE, "updated_at")
+    actions = PolicySwitchActions.policy_actions
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Policy | None = None) -> tuple[str, ...]:
+        subject = ("subject_type", "project", "agent") if obj else ()
+        return (*subject, *SWITCHES, "updated_at")
+
+    def save_model(self, request: HttpRequest, obj: Policy, form: forms.Form, change: bool) -> None:
+        changes = {name: getattr(obj, name) for name in POLICY_EDITABLE}
+        saved = services.policy_set(actor=_actor(request), **_subject(obj), **changes)
+        obj.pk = saved.pk
+
+    def has_delete_permission(self, request: HttpRequest, obj: Policy | None = None) -> bool:
+        return False  # reset a policy by editing it; its history is in the audit trail
+
+
+@admin.register(PolicyCap)
+class PolicyCapAdmin(admin.ModelAdmin):
+    list_display = ("id", "subject_label", "metric", "window", "limit", "model", "mode", "enabled", "usage")
+    list_filter = ("subject_type", "metric", "window", "mode", "enabled")
+    list_select_related = ("project", "agent__project")
+    fields = ("subject_type", "project", "agent", "metric", "window", "limit", "model", "mode", "enabled")
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        self._usage = current_usage(PolicyCap.objects.all())  # one query for the whole page
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="current window: used + reserved / limit")
+    def usage(self, cap: PolicyCap) -> str:
+        ledger = getattr(self, "_usage", {}).get(cap.pk)
+        if ledger is None:
+            return "unused"
+        return f"{ledger.used:g} + {ledger.reserved:g} / {ledger.limit_snapshot:g}"
+
+    @admin.display(description="subject")
+    def subject_label(self, cap: PolicyCap) -> str:
+        return cap.subject_label
+
+    def save_model(self, request: HttpRequest, obj: PolicyCap, form: forms.Form, change: bool) -> None:
+        services.cap_save(actor=_actor(request), cap=obj)
+
+    def delete_model(self, request: HttpRequest, obj: PolicyCap) -> None:
+        services.cap_delete(actor=_actor(request), cap=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[PolicyCap]) -> None:
+        for cap in queryset:
+            services.cap_delete(actor=_actor(request), cap=cap)
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin):
+    list_display = ("model", "input_usd_per_mtok", "output_usd_per_mtok", "effective_from")
+    search_fields = ("model",)
+
+    def save_model(self, request: HttpRequest, obj: ModelPrice, form: forms.Form, change: bool) -> None:
+        services.model_price_save(actor=_actor(request), price=obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: ModelPrice | None = None) -> bool:
+        return False  # add a newer price instead: old attempts keep the price they were charged
+
+
+class ReasonFilter(admin.SimpleListFilter):
+    title = "reason"
+    parameter_name = "reason"
+    KINDS = ("kill_switch", "cap_exceeded", "model_not_allowed", "unpriced_model", "max_tokens_per_attempt",
+             "max_cost_per_attempt", "agent_disabled", "agent_quarantined")
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(k, k) for k in self.KINDS]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        kind = self.value()
+        if kind not in self.KINDS:
+            return queryset
+        # reasons are "kind" or "kind:detail"; match either, in denies and would-denies.
+        matches = RawSQL("EXISTS (SELECT 1 FROM unnest(reasons || dry_run_would_deny) r "
+                         "WHERE r = %s OR r LIKE %s)", [kind, f"{kind}:%"], output_field=BooleanField())
+        return queryset.filter(matches)
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+@admin.register(AdmissionDecision)
+class AdmissionDecisionAdmin(_ReadOnlyAdmin):
+    """Every deny and every dry-run would-deny, newest first."""
+
+    list_display = ("created_at", "agent", "model", "allowed", "reasons", "dry_run_would_deny",
+                    "estimated_cost_usd")
+    list_filter = ("allowed", ReasonFilter, "agent__project", "agent")
+    list_select_related = ("agent__project",)
+    search_fields = ("agent__name", "model")
+    date_hierarchy = "created_at"
+
+
+@admin.register(UsageLedger)
+class UsageLedgerAdmin(_ReadOnlyAdmin):
+    list_display = ("cap", "window_start", "used", "reserved", "overrun", "limit_snapshot")
+    list_filter = ("cap__metric", "cap__window")
+    list_select_related = ("cap__project", "cap__agent__project")
+    date_hierarchy = "window_start"
+
+
+@admin.register(Reservation)
+class ReservationAdmin(_ReadOnlyAdmin):
+    list_display = ("id", "agent", "model", "state", "estimated_cost_usd", "actual_cost_usd", "created_at",
+                    "expires_at")
+    list_filter = ("state",)
+    list_select_related = ("agent__project",)
+    date_hierarchy = "created_at"

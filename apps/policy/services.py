@@ -1,0 +1,356 @@
+"""Admission, reservations and the writes that change policy.
+
+Admission never overshoots an enforce-mode cap: each cap is reserved with one conditional
+`UPDATE ... WHERE used + reserved + x <= limit_snapshot RETURNING`, all caps in one
+transaction, always in cap-id order (settlement and release use the same order, so the
+ledger can never deadlock). The ledger's CHECK constraint is the backstop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from apps.audit.services import Actor, audit_record, snapshot
+from apps.keys.models import Agent
+from apps.policy.models import AdmissionDecision, ModelPrice, Policy, PolicyCap, Reservation
+from apps.policy.selectors import CapRule, EffectivePolicy, effective_policy, price_for
+from apps.policy.windows import window_start
+from modeloman.invalidation import broadcast
+from modeloman.problems import Conflict, Forbidden, NotFound
+
+POLICY_FIELDS = ("subject_type", "project", "agent", "kill_switch", "kill_switch_reason", "dry_run",
+                 "allowed_models", "allow_unpriced_models", "max_tokens_per_attempt", "max_cost_per_attempt",
+                 "max_concurrent_runs")
+CAP_FIELDS = ("subject_type", "project", "agent", "metric", "window", "limit", "model", "mode", "enabled")
+PRICE_FIELDS = ("model", "input_usd_per_mtok", "output_usd_per_mtok", "effective_from")
+
+
+# --- admission ------------------------------------------------------------------------------
+
+
+@dataclass
+class CapStatus:
+    cap_id: int
+    metric: str
+    window: str
+    window_start: dt.datetime
+    mode: str
+    limit: Decimal
+    used: Decimal
+    reserved: Decimal
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(Decimal(0), self.limit - self.used - self.reserved)
+
+
+@dataclass
+class Admission:
+    allowed: bool
+    reasons: list[str] = field(default_factory=list)
+    dry_run_would_deny: list[str] = field(default_factory=list)
+    reservation_id: uuid.UUID | None = None
+    estimated_cost_usd: Decimal | None = None
+    caps: list[CapStatus] = field(default_factory=list)
+
+
+class _CapDenied(Exception):
+    def __init__(self, cap: CapRule) -> None:
+        self.cap = cap
+
+
+_UPSERT_WINDOWS = """
+    INSERT INTO policy_usageledger (cap_id, window_start, used, reserved, overrun, limit_snapshot)
+    SELECT w.cap_id, w.window_start, 0, 0, 0, c."limit"
+    FROM unnest(%s::bigint[], %s::timestamptz[]) AS w(cap_id, window_start)
+    JOIN policy_policycap c ON c.id = w.cap_id
+    ORDER BY w.cap_id
+    ON CONFLICT (cap_id, window_start) DO NOTHING
+"""
+_RESERVE = """
+    UPDATE policy_usageledger SET reserved = reserved + %(amount)s
+    WHERE cap_id = %(cap)s AND window_start = %(start)s AND used + reserved + %(amount)s <= limit_snapshot
+    RETURNING id, used, reserved, limit_snapshot
+"""
+_READ = "SELECT id, used, reserved, limit_snapshot FROM policy_usageledger WHERE cap_id = %s AND window_start = %s"
+# Apply actual usage against a hold. Right-hand sides see the old row, so the headroom used for
+# any excess is (limit - used - reserved) before this update: used + reserved can never pass the limit.
+# Excess that does not fit is kept in `overrun` (it was never admitted).
+_CHARGE = """
+    UPDATE policy_usageledger SET
+        reserved = reserved - %(held)s,
+        used = used + LEAST(%(actual)s, %(held)s)
+               + LEAST(GREATEST(%(actual)s - %(held)s, 0), limit_snapshot - used - reserved),
+        overrun = overrun + GREATEST(%(actual)s - %(held)s, 0)
+               - LEAST(GREATEST(%(actual)s - %(held)s, 0), limit_snapshot - used - reserved)
+    WHERE id = %(ledger)s
+"""
+_CHARGE_WINDOW = _CHARGE.replace("WHERE id = %(ledger)s", "WHERE cap_id = %(cap)s AND window_start = %(start)s")
+
+
+def _amount(metric: str, *, cost: Decimal, tokens: int) -> Decimal:
+    if metric == PolicyCap.Metric.COST_USD:
+        return cost
+    if metric == PolicyCap.Metric.TOKENS:
+        return Decimal(tokens)
+    return Decimal(1)
+
+
+def _ensure_windows(cursor, caps: list[tuple[CapRule, dt.datetime]]) -> None:
+    if caps:
+        cursor.execute(_UPSERT_WINDOWS, [[c.id for c, _ in caps], [s for _, s in caps]])
+
+
+def _rule_checks(policy: EffectivePolicy, *, model: str, tokens: int, cost: Decimal | None,
+                 priced: bool, caps: list[CapRule]) -> tuple[list[str], list[str]]:
+    """Everything before the caps, in SPEC order: agent status, kill switch, models, maxima, prices."""
+    reasons: list[str] = []
+    would: list[str] = []
+    if policy.agent_status == Agent.Status.DISABLED:
+        reasons.append("agent_disabled")
+    elif policy.agent_status == Agent.Status.QUARANTINED:
+        reasons.append("agent_quarantined")
+    if policy.kill_switch_levels:  # a kill switch is never softened by dry-run
+        reasons.append("kill_switch")
+    for level in policy.levels:
+        target = would if level.dry_run else reasons
+        if level.allowed_models and model not in level.allowed_models:
+            target.append("model_not_allowed")
+        if level.max_tokens_per_attempt is not None and tokens > level.max_tokens_per_attempt:
+            target.append("max_tokens_per_attempt")
+        if level.max_cost_per_attempt is not None and cost is not None and cost > level.max_cost_per_attempt:
+            target.append("max_cost_per_attempt")
+    cost_caps = [c for c in caps if c.metric == PolicyCap.Metric.COST_USD]
+    if not priced and cost_caps and not policy.allow_unpriced_models:
+        (reasons if any(c.enforce for c in cost_caps) else would).append("unpriced_model")
+    return list(dict.fromkeys(reasons)), list(dict.fromkeys(would))
+
+
+def admit(*, principal, model: str, estimated_input_tokens: int, estimated_output_tokens: int,
+          estimated_cost_usd: Decimal | None = None, now: dt.datetime | None = None) -> Admission:
+    """Decide whether an agent may spend, and reserve the budget if so."""
+    if principal.agent_id is None:
+        raise Forbidden("Only agent keys ask for admission.", code="not_an_agent")
+    now = now or timezone.now()
+    policy = effective_policy(principal.agent_id)
+    if policy is None:
+        raise NotFound("Agent not found.")
+    tokens = estimated_input_tokens + estimated_output_tokens
+    price = price_for(model, now)
+    cost = price.cost(estimated_input_tokens, estimated_output_tokens) if price else estimated_cost_usd
+    caps = [c for c in policy.caps if c.applies_to(model)]
+    reasons, would = _rule_checks(policy, model=model, tokens=tokens, cost=cost, priced=price is not None, caps=caps)
+    result = Admission(allowed=not reasons, reasons=reasons, dry_run_would_deny=would, estimated_cost_usd=cost)
+    if reasons:
+        _record_decision(policy, model, result, tokens)
+        return result
+
+    windows = [(c, window_start(c.window, now)) for c in caps]
+    amounts = {c.id: _amount(c.metric, cost=cost or Decimal(0), tokens=tokens) for c in caps}
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            _ensure_windows(cursor, windows)
+            holds = []
+            for cap, start in windows:  # cap-id order: the one lock order
+                cursor.execute(_RESERVE, {"amount": amounts[cap.id], "cap": cap.id, "start": start})
+                row = cursor.fetchone()
+                if row is None:
+                    if cap.enforce:
+                        raise _CapDenied(cap)
+                    result.dry_run_would_deny.append(f"cap_exceeded:{cap.id}")
+                    cursor.execute(_READ, [cap.id, start])
+                    row = cursor.fetchone()
+                else:
+                    holds.append({"cap": cap.id, "ledger": row[0], "metric": cap.metric,
+                                  "amount": str(amounts[cap.id])})
+                result.caps.append(_status(cap, start, row))
+            if holds:
+                reservation = Reservation.objects.create(
+                    agent_id=policy.agent_id, model=model, estimated_tokens=tokens, estimated_cost_usd=cost,
+                    holds=holds, expires_at=now + dt.timedelta(seconds=settings.RESERVATION_TTL_SECONDS),
+                )
+                result.reservation_id = reservation.id
+    except _CapDenied as denied:
+        result = Admission(allowed=False, reasons=[f"cap_exceeded:{denied.cap.id}"],
+                           dry_run_would_deny=would, estimated_cost_usd=cost,
+                           caps=_read_statuses(windows))
+    if not result.allowed or result.dry_run_would_deny:
+        _record_decision(policy, model, result, tokens)
+    return result
+
+
+def _status(cap: CapRule, start: dt.datetime, row) -> CapStatus:
+    _, used, reserved, limit = row
+    return CapStatus(cap_id=cap.id, metric=cap.metric, window=cap.window, window_start=start,
+                     mode="enforce" if cap.enforce else "dry_run", limit=limit, used=used, reserved=reserved)
+
+
+def _read_statuses(windows: list[tuple[CapRule, dt.datetime]]) -> list[CapStatus]:
+    statuses = []
+    with connection.cursor() as cursor:
+        for cap, start in windows:
+            cursor.execute(_READ, [cap.id, start])
+            row = cursor.fetchone()
+            if row is not None:
+                statuses.append(_status(cap, start, row))
+    return statuses
+
+
+def _record_decision(policy: EffectivePolicy, model: str, result: Admission, tokens: int) -> None:
+    AdmissionDecision.objects.create(
+        agent_id=policy.agent_id, model=model, allowed=result.allowed, reasons=result.reasons,
+        dry_run_would_deny=result.dry_run_would_deny, estimated_tokens=tokens,
+        estimated_cost_usd=result.estimated_cost_usd,
+    )
+
+
+# --- settling, releasing, expiring ----------------------------------------------------------------
+
+
+@transaction.atomic
+def reservation_settle(*, reservation_id: uuid.UUID, agent_id: int, actual_tokens: int,
+                       actual_cost_usd: Decimal, now: dt.datetime | None = None) -> Reservation:
+    """Move actual usage into `used` and release the rest of what the reservation held."""
+    now = now or timezone.now()
+    updated = Reservation.objects.filter(id=reservation_id, agent_id=agent_id, state=Reservation.State.HELD).update(
+        state=Reservation.State.SETTLED, finished_at=now, actual_tokens=actual_tokens, actual_cost_usd=actual_cost_usd)
+    reservation = _reservation_or_error(reservation_id, agent_id, updated)
+    with connection.cursor() as cursor:
+        for hold in sorted(reservation.holds, key=lambda h: h["cap"]):
+            actual = _amount(hold["metric"], cost=actual_cost_usd, tokens=actual_tokens)
+            cursor.execute(_CHARGE, {"held": Decimal(hold["amount"]), "actual": actual, "ledger": hold["ledger"]})
+    return reservation
+
+
+@transaction.atomic
+def reservation_release(*, reservation_id: uuid.UUID, agent_id: int, now: dt.datetime | None = None) -> Reservation:
+    """Give back everything a reservation held (the attempt failed or never happened)."""
+    updated = Reservation.objects.filter(id=reservation_id, agent_id=agent_id, state=Reservation.State.HELD).update(
+        state=Reservation.State.RELEASED, finished_at=now or timezone.now())
+    reservation = _reservation_or_error(reservation_id, agent_id, updated)
+    _release_holds(reservation.holds)
+    return reservation
+
+
+def _release_holds(holds: list[dict]) -> None:
+    with connection.cursor() as cursor:
+        for hold in sorted(holds, key=lambda h: h["cap"]):
+            cursor.execute("UPDATE policy_usageledger SET reserved = reserved - %s WHERE id = %s",
+                           [Decimal(hold["amount"]), hold["ledger"]])
+
+
+def _reservation_or_error(reservation_id: uuid.UUID, agent_id: int, updated: int) -> Reservation:
+    reservation = Reservation.objects.filter(id=reservation_id, agent_id=agent_id).first()
+    if reservation is None:
+        raise NotFound("No such reservation.", code="reservation_not_found")
+    if not updated:
+        raise Conflict(f"The reservation is already {reservation.state}.", code="reservation_not_held")
+    return reservation
+
+
+def reservations_expire(*, now: dt.datetime | None = None, batch_size: int = 500) -> int:
+    """Release held reservations past their expiry. Safe to run from several processes."""
+    now = now or timezone.now()
+    released = 0
+    while True:
+        with transaction.atomic():
+            batch = list(Reservation.objects.select_for_update(skip_locked=True)
+                         .filter(state=Reservation.State.HELD, expires_at__lte=now)
+                         .order_by("expires_at")[:batch_size])
+            if not batch:
+                return released
+            Reservation.objects.filter(id__in=[r.id for r in batch]).update(
+                state=Reservation.State.RELEASED, finished_at=now)
+            holds = [h for r in batch for h in r.holds]
+            _release_holds(holds)
+            released += len(batch)
+
+
+def usage_record(*, agent_id: int, model: str, tokens: int, cost_usd: Decimal,
+                 now: dt.datetime | None = None) -> None:
+    """Count usage that came without a reservation against every applicable cap."""
+    now = now or timezone.now()
+    policy = effective_policy(agent_id)
+    if policy is None:
+        return
+    windows = [(c, window_start(c.window, now)) for c in policy.caps if c.applies_to(model)]
+    with transaction.atomic(), connection.cursor() as cursor:
+        _ensure_windows(cursor, windows)
+        for cap, start in windows:
+            actual = _amount(cap.metric, cost=cost_usd, tokens=tokens)
+            cursor.execute(_CHARGE_WINDOW, {"held": Decimal(0), "actual": actual, "cap": cap.id, "start": start})
+
+
+# --- policy, caps and prices --------------------------------------------------------------------------
+
+
+def policy_for_subject(*, subject_type: str, project=None, agent=None, lock: bool = False) -> Policy:
+    """The subject's policy row, unsaved (and default) if it has none yet."""
+    queryset = Policy.objects.select_for_update() if lock else Policy.objects
+    existing = queryset.filter(subject_type=subject_type, project=project, agent=agent).first()
+    return existing or Policy(subject_type=subject_type, project=project, agent=agent)
+
+
+@transaction.atomic
+def policy_set(*, actor: Actor, subject_type: str, project=None, agent=None, reason: str = "",
+               **changes: object) -> Policy:
+    """Create or change a subject's policy. Takes effect in every process within a second."""
+    policy = policy_for_subject(subject_type=subject_type, project=project, agent=agent, lock=True)
+    adding = policy._state.adding
+    before = None if adding else snapshot(policy, POLICY_FIELDS)
+    for name, value in changes.items():
+        setattr(policy, name, value)
+    if "kill_switch" in changes:
+        policy.kill_switch_reason = reason if policy.kill_switch else ""
+    policy.full_clean()
+    policy.save()
+    after = snapshot(policy, POLICY_FIELDS)
+    audit_record(actor=actor, action="policy.create" if adding else "policy.update", target=policy,
+                 before=before, after=after, reason=reason)
+    broadcast("policy")
+    return policy
+
+
+@transaction.atomic
+def cap_save(*, actor: Actor, cap: PolicyCap) -> PolicyCap:
+    """Create or change a cap. A new limit applies to the current window at once; lowering it
+    below what is already used blocks further admissions instead of breaking the ledger."""
+    adding = cap._state.adding
+    before = None if adding else snapshot(PolicyCap.objects.select_for_update().get(pk=cap.pk), CAP_FIELDS)
+    cap.full_clean()
+    cap.save()
+    if not adding:
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE policy_usageledger SET limit_snapshot = GREATEST(%s, used + reserved) "
+                           "WHERE cap_id = %s", [cap.limit, cap.pk])
+    audit_record(actor=actor, action="cap.create" if adding else "cap.update", target=cap,
+                 before=before, after=snapshot(cap, CAP_FIELDS))
+    broadcast("policy")
+    return cap
+
+
+@transaction.atomic
+def cap_delete(*, actor: Actor, cap: PolicyCap) -> None:
+    before = snapshot(cap, CAP_FIELDS)
+    audit_record(actor=actor, action="cap.delete", target=cap, before=before)
+    cap.delete()
+    broadcast("policy")
+
+
+@transaction.atomic
+def model_price_save(*, actor: Actor, price: ModelPrice) -> ModelPrice:
+    adding = price._state.adding
+    before = None if adding else snapshot(ModelPrice.objects.get(pk=price.pk), PRICE_FIELDS)
+    price.full_clean()
+    price.save()
+    audit_record(actor=actor, action="model_price.create" if adding else "model_price.update", target=price,
+                 before=before, after=snapshot(price, PRICE_FIELDS))
+    broadcast("prices")
+    return price

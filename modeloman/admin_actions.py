@@ -1,0 +1,49 @@
+"""One-way admin actions with a confirmation page, like Django's own `delete_selected`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django import forms
+from django.contrib import messages
+from django.contrib.admin import helpers
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+
+from modeloman.problems import DomainError
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000)
+
+
+class ConfirmedActionsMixin:
+    """`confirm_action(...)` shows a confirmation form first; on "yes" it applies the service
+    to each selected object and reports per-object failures."""
+
+    confirmation_template = "admin/confirm_action.html"
+
+    def confirm_action(self, request: HttpRequest, queryset: QuerySet, *, action: str, title: str, intro: str,
+                       apply: Callable[[Model, dict], object], form_class: type[forms.Form] = ReasonForm,
+                       on_done: Callable[[list], HttpResponse | None] | None = None) -> HttpResponse | None:
+        form = form_class(request.POST if request.POST.get("confirm") == "yes" else None)
+        if form.is_bound and form.is_valid():
+            results = []
+            for obj in queryset:
+                try:
+                    results.append(apply(obj, form.cleaned_data))
+                except DomainError as error:
+                    self.message_user(request, f"{obj}: {error.detail}", messages.ERROR)
+            if on_done is not None:
+                return on_done(results)
+            if results:
+                self.message_user(request, f"{title}: {len(results)} done.", messages.SUCCESS)
+            return None
+        return self.render_admin_page(request, self.confirmation_template, title=title, form=form, objects=queryset,
+                                      action=action, intro=intro, action_checkbox_name=helpers.ACTION_CHECKBOX_NAME)
+
+    def render_admin_page(self, request: HttpRequest, template: str, **context: object) -> TemplateResponse:
+        return TemplateResponse(request, template, {
+            **self.admin_site.each_context(request), "opts": self.model._meta, **context,
+        })

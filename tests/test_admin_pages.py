@@ -1,0 +1,43 @@
+import pytest
+from django.contrib import admin
+from django.contrib.auth.models import Group, User
+from django.urls import reverse
+
+from apps.keys.authentication import authenticate_token
+from apps.policy import services as policy_services
+from tests.factories import TEST_ACTOR, issue_key, make_cap, make_price
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def operator(client):
+    client.force_login(User.objects.create_superuser("operator", "op@example.com", "correct horse battery"))
+    return client
+
+
+@pytest.fixture
+def one_of_everything():
+    issued = issue_key()
+    agent = issued.api_key.agent
+    Group.objects.create(name="operators")
+    make_price("gpt-test")
+    make_cap(subject=agent, limit="1")
+    policy_services.policy_set(actor=TEST_ACTOR, subject_type="agent", agent=agent, max_tokens_per_attempt=10**6)
+    principal = authenticate_token(issued.token)
+    for _ in range(2):  # one allowed (ledger row + reservation), one denied (decision row)
+        policy_services.admit(principal=principal, model="gpt-test", estimated_input_tokens=600_000,
+                              estimated_output_tokens=0)
+    return issued
+
+
+def test_every_model_admin_renders_changelist_add_and_change(operator, one_of_everything):
+    for model, model_admin in admin.site._registry.items():
+        info = f"admin:{model._meta.app_label}_{model._meta.model_name}"
+        changelist = operator.get(reverse(f"{info}_changelist"))
+        assert changelist.status_code == 200, info
+        if model_admin.has_add_permission(changelist.wsgi_request):
+            assert operator.get(reverse(f"{info}_add")).status_code == 200, info
+        obj = model.objects.first()
+        assert obj is not None, info
+        assert operator.get(reverse(f"{info}_change", args=[obj.pk])).status_code == 200, info
