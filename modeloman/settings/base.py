@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "apps.audit",
     "apps.keys",
     "apps.policy",
+    "apps.telemetry",
 ]
 
 MIDDLEWARE = [

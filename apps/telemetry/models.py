@@ -1,0 +1,73 @@
+"""Runs (a Django model) and idempotency records. The time-series tables — prompt_attempts,
+run_events, benchmarks and their rollups — are created by raw SQL migrations and mapped by
+the unmanaged models in `timeseries.py`."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from apps.keys.models import Agent, Project
+
+
+class Run(models.Model):
+    class Status(models.TextChoices):
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="runs")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="runs")
+    task = models.CharField(max_length=200)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=18, decimal_places=6, default=0)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["agent"], condition=Q(status="running"), name="run_running_by_agent"),
+            models.Index(fields=["project", "-started_at"], name="run_project_started"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(attempts__gte=0) & Q(input_tokens__gte=0) & Q(output_tokens__gte=0),
+                                   name="run_totals_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.id} ({self.status})"
+
+
+class IdempotencyRecord(models.Model):
+    """One write made under an Idempotency-Key, scoped to the principal that made it."""
+
+    class State(models.TextChoices):
+        IN_FLIGHT = "in_flight"
+        COMPLETED = "completed"
+
+    principal = models.CharField(max_length=40)
+    key = models.CharField(max_length=128)
+    operation = models.CharField(max_length=64)
+    fingerprint = models.CharField(max_length=64)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.IN_FLIGHT)
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["principal", "key"], name="idempotency_one_per_principal_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.principal}:{self.key} ({self.state})"
