@@ -5,6 +5,15 @@ from drf_spectacular.views import SpectacularAPIView
 
 from apps.keys.apis import WhoAmIApi
 from apps.policy.apis import AdmissionsApi, CapDetailApi, CapsApi, PolicyApi
+from apps.telemetry.apis import (
+    AttemptsApi,
+    BenchmarksApi,
+    ExportApi,
+    RunDetailApi,
+    RunEventsApi,
+    RunFinishApi,
+    RunsApi,
+)
 from modeloman import health
 
 handler404 = "modeloman.problems.not_found"
@@ -16,6 +25,13 @@ api_v1 = [
     path("policy", PolicyApi.as_view(), name="policy"),
     path("policy/caps", CapsApi.as_view(), name="policy-caps"),
     path("policy/caps/<int:cap_id>", CapDetailApi.as_view(), name="policy-cap"),
+    path("runs", RunsApi.as_view(), name="runs"),
+    path("runs/<uuid:run_id>", RunDetailApi.as_view(), name="run"),
+    path("runs/<uuid:run_id>/finish", RunFinishApi.as_view(), name="run-finish"),
+    path("runs/<uuid:run_id>/events", RunEventsApi.as_view(), name="run-events"),
+    path("attempts", AttemptsApi.as_view(), name="attempts"),
+    path("benchmarks", BenchmarksApi.as_view(), name="benchmarks"),
+    path("export", ExportApi.as_view(), name="export"),
 ]
 
 urlpatterns = [

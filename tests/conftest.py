@@ -1,3 +1,5 @@
+import uuid
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -18,7 +20,9 @@ def api_client() -> APIClient:
 
 @pytest.fixture
 def bearer():
-    def _headers(token: str) -> dict[str, str]:
-        return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    """Headers for an agent call: the key, and a fresh Idempotency-Key unless one is given."""
+
+    def _headers(token: str, idempotency_key: str | None = None) -> dict[str, str]:
+        return {"HTTP_AUTHORIZATION": f"Bearer {token}", "HTTP_IDEMPOTENCY_KEY": idempotency_key or uuid.uuid4().hex}
 
     return _headers

@@ -11,6 +11,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +45,8 @@ def http(method: str, url: str, *, token: str | None = None, body: dict | None =
     request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
+    if method != "GET":
+        request.add_header("Idempotency-Key", uuid.uuid4().hex)
     for name, value in (headers or {}).items():
         request.add_header(name, value)
     try:

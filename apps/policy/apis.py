@@ -15,11 +15,18 @@ from apps.audit.services import Actor
 from apps.keys.models import Agent
 from apps.policy import selectors, services
 from apps.policy.models import MAX_AMOUNT, MODEL_NAME_RE, Policy, PolicyCap, SubjectType
+from apps.telemetry.idempotency import idempotent_write
 from modeloman.problems import Forbidden, NotFound
-from modeloman.serializers import StrictBooleanField, StrictDecimalField, StrictIntegerField, StrictSerializer
+from modeloman.serializers import (
+    StrictBooleanField,
+    StrictCharField,
+    StrictDecimalField,
+    StrictIntegerField,
+    StrictSerializer,
+)
 
 MAX_TOKENS = 10**9
-model_name_field = serializers.CharField(
+model_name_field = StrictCharField(
     max_length=128, validators=[RegexValidator(MODEL_NAME_RE, "Not a valid model name.", code="invalid_model")])
 
 
@@ -72,6 +79,7 @@ class AdmissionsApi(APIView):
         caps = CapStatusSerializer(many=True)
 
     @extend_schema(request=InputSerializer, responses=OutputSerializer)
+    @idempotent_write
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -117,7 +125,7 @@ class PolicyApi(APIView):
                                                     allow_null=True)
         max_cost_per_attempt = _money(required=False, allow_null=True)
         max_concurrent_runs = StrictIntegerField(min_value=1, max_value=100000, required=False, allow_null=True)
-        reason = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+        reason = StrictCharField(max_length=2000, required=False, allow_blank=True)
 
     @extend_schema(responses=LevelSerializer(many=True))
     def get(self, request: Request) -> Response:
@@ -133,6 +141,7 @@ class PolicyApi(APIView):
         })
 
     @extend_schema(request=InputSerializer, responses=LevelSerializer)
+    @idempotent_write
     def put(self, request: Request) -> Response:
         agent = _own_agent(request.auth)
         data = self.InputSerializer(data=request.data)
@@ -155,7 +164,7 @@ class CapInputSerializer(StrictSerializer):
     metric = serializers.ChoiceField(choices=PolicyCap.Metric.choices)
     window = serializers.ChoiceField(choices=PolicyCap.Window.choices)
     limit = StrictDecimalField(max_digits=18, decimal_places=6, min_value=Decimal("0.000001"), max_value=MAX_AMOUNT)
-    model = serializers.CharField(max_length=128, required=False, allow_blank=True,
+    model = StrictCharField(max_length=128, required=False, allow_blank=True,
                                   validators=[RegexValidator(f"{MODEL_NAME_RE}|^$", "Not a valid model name.")])
     mode = serializers.ChoiceField(choices=PolicyCap.Mode.choices, required=False)
     enabled = StrictBooleanField(required=False)
@@ -183,6 +192,7 @@ class CapsApi(APIView):
         return Response(rows)
 
     @extend_schema(request=CreateSerializer, responses=CapSerializer)
+    @idempotent_write
     def post(self, request: Request) -> Response:
         agent = _own_agent(request.auth)
         data = self.CreateSerializer(data=request.data)
@@ -208,6 +218,7 @@ class CapDetailApi(APIView):
         return cap
 
     @extend_schema(request=CapInputSerializer, responses=CapSerializer)
+    @idempotent_write
     def put(self, request: Request, cap_id: int) -> Response:
         cap = self._own_cap(request, cap_id)
         data = CapInputSerializer(data=request.data)
@@ -217,6 +228,7 @@ class CapDetailApi(APIView):
         cap = services.cap_save(actor=Actor.for_principal(request.auth), cap=cap)
         return Response(CapSerializer(cap).data)
 
+    @idempotent_write
     def delete(self, request: Request, cap_id: int) -> Response:
         cap = self._own_cap(request, cap_id)
         services.cap_delete(actor=Actor.for_principal(request.auth), cap=cap)

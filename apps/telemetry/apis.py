@@ -1,0 +1,137 @@
+"""REST for runs, run events, prompt attempts, benchmarks and the state export."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from django.http import StreamingHttpResponse
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from apps.telemetry import selectors, services
+from apps.telemetry.idempotency import idempotent_write
+from apps.telemetry.validation import MAX_ATTRIBUTES, batch_items
+from modeloman.serializers import StrictCharField, StrictSerializer
+
+
+def bounded_metadata(value: dict) -> dict:
+    if len(value) > MAX_ATTRIBUTES or len(json.dumps(value)) > 4096:
+        raise serializers.ValidationError(f"At most {MAX_ATTRIBUTES} keys and 4 KB of JSON.")
+    return value
+
+
+class RunSerializer(serializers.Serializer):
+    id = serializers.UUIDField()
+    task = serializers.CharField()
+    status = serializers.CharField()
+    started_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+    attempts = serializers.IntegerField()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    cost_usd = serializers.DecimalField(max_digits=18, decimal_places=6)
+    metadata = serializers.JSONField()
+
+
+class RunsApi(APIView):
+    """Start a run."""
+
+    operation = "StartRun"
+
+    class InputSerializer(StrictSerializer):
+        task = StrictCharField(max_length=200)
+        metadata = serializers.DictField(required=False, default=dict, validators=[bounded_metadata])
+
+    @extend_schema(request=InputSerializer, responses={201: RunSerializer})
+    @idempotent_write
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        run = services.run_start(principal=request.auth, **data.validated_data)
+        return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+class RunDetailApi(APIView):
+    """One run, by id: the caller's own (or any, with `admin:read`)."""
+
+    operation = "GetRun"
+
+    @extend_schema(responses=RunSerializer)
+    def get(self, request: Request, run_id: uuid.UUID) -> Response:
+        return Response(RunSerializer(services.run_get(principal=request.auth, run_id=run_id)).data)
+
+
+class RunFinishApi(APIView):
+    operation = "FinishRun"
+
+    class InputSerializer(StrictSerializer):
+        status = serializers.ChoiceField(choices=sorted(services.RUN_FINAL_STATES))
+        metadata = serializers.DictField(required=False, validators=[bounded_metadata])
+
+    @extend_schema(request=InputSerializer, responses=RunSerializer)
+    @idempotent_write
+    def post(self, request: Request, run_id: uuid.UUID) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        run = services.run_finish(principal=request.auth, run_id=run_id, status=data.validated_data["status"],
+                                  metadata=data.validated_data.get("metadata"))
+        return Response(RunSerializer(run).data)
+
+
+class AcceptedSerializer(serializers.Serializer):
+    accepted = serializers.IntegerField()
+    ids = serializers.ListField(child=serializers.UUIDField())
+
+
+def _accepted(ids: list[uuid.UUID]) -> Response:
+    return Response({"accepted": len(ids), "ids": [str(i) for i in ids]}, status=status.HTTP_201_CREATED)
+
+
+class RunEventsApi(APIView):
+    """One event, or `{"events": [...]}` (up to 1,000), appended to the caller's run."""
+
+    operation = "RecordRunEvent"
+
+    @extend_schema(request=dict, responses={201: AcceptedSerializer})
+    @idempotent_write
+    def post(self, request: Request, run_id: uuid.UUID) -> Response:
+        items, batch = batch_items(request.data, plural="events")
+        return _accepted(services.run_events_record(principal=request.auth, run_id=run_id, items=items, batch=batch))
+
+
+class AttemptsApi(APIView):
+    """One prompt attempt, or `{"attempts": [...]}` (up to 1,000), all or nothing."""
+
+    operations = {"POST": "RecordPromptAttempts"}
+
+    @extend_schema(request=dict, responses={201: AcceptedSerializer})
+    @idempotent_write
+    def post(self, request: Request) -> Response:
+        items, batch = batch_items(request.data, plural="attempts")
+        return _accepted(services.attempts_record(principal=request.auth, items=items, batch=batch))
+
+
+class BenchmarksApi(APIView):
+    operation = "RecordBenchmark"
+
+    @extend_schema(request=dict, responses={201: AcceptedSerializer})
+    @idempotent_write
+    def post(self, request: Request) -> Response:
+        return _accepted([services.benchmark_record(principal=request.auth, item=request.data)])
+
+
+class ExportApi(APIView):
+    """Everything an operator needs to audit or move an installation, streamed as JSON.
+    Keys appear without digests; telemetry appears as run summaries."""
+
+    operation = "ExportState"
+
+    @extend_schema(responses=dict)
+    def get(self, request: Request) -> StreamingHttpResponse:
+        response = StreamingHttpResponse(selectors.export_stream(), content_type="application/json")
+        response["Cache-Control"] = "no-store"
+        return response

@@ -1,0 +1,125 @@
+import datetime as dt
+import threading
+import uuid
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from apps.telemetry.idempotency import idempotency_records_reap, sanitize
+from apps.telemetry.models import IdempotencyRecord, Run
+from tests.factories import AgentFactory, issue_key
+
+RUNS = "/api/v1/runs"
+
+
+def headers(token, key):
+    return {"HTTP_AUTHORIZATION": f"Bearer {token}", "HTTP_IDEMPOTENCY_KEY": key}
+
+
+@pytest.fixture
+def token(db):
+    return issue_key(scopes=["tasks:write"]).token
+
+
+def test_missing_key_is_400_and_nothing_is_written(api_client, token):
+    response = api_client.post(RUNS, {"task": "t"}, format="json", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert (response.status_code, response.json()["code"]) == (400, "idempotency_key_missing")
+    assert not Run.objects.exists() and not IdempotencyRecord.objects.exists()
+
+
+@pytest.mark.parametrize("key", ["x" * 129, "has space", "semi;colon", "ümlaut", ""])
+def test_malformed_key_is_400_without_any_lookup(api_client, token, key, django_assert_num_queries):
+    api_client.get("/api/v1/whoami", HTTP_AUTHORIZATION=f"Bearer {token}")  # warm the key cache
+    with django_assert_num_queries(0):
+        response = api_client.post(RUNS, {"task": "t"}, format="json", **headers(token, key))
+    assert (response.status_code, response.json()["code"]) == (400, "idempotency_key_malformed")
+
+
+def test_replay_returns_the_stored_response_and_makes_no_second_row(api_client, token):
+    first = api_client.post(RUNS, {"task": "nightly"}, format="json", **headers(token, "retry-1"))
+    again = api_client.post(RUNS, {"task": "nightly"}, format="json", **headers(token, "retry-1"))
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()
+    assert again["Idempotent-Replayed"] == "true"
+    assert Run.objects.count() == 1
+
+
+def test_same_key_different_body_is_422_and_the_original_stands(api_client, token):
+    first = api_client.post(RUNS, {"task": "a"}, format="json", **headers(token, "k-422"))
+    other = api_client.post(RUNS, {"task": "b"}, format="json", **headers(token, "k-422"))
+    assert (other.status_code, other.json()["code"]) == (422, "idempotency_key_reused")
+    assert list(Run.objects.values_list("task", flat=True)) == ["a"]
+    replay = api_client.post(RUNS, {"task": "a"}, format="json", **headers(token, "k-422"))
+    assert replay.json() == first.json()
+
+
+def test_two_agents_with_the_same_key_string_do_not_collide(api_client, db):
+    one, two = issue_key(AgentFactory()).token, issue_key(AgentFactory()).token
+    a = api_client.post(RUNS, {"task": "same"}, format="json", **headers(one, "shared-key"))
+    b = api_client.post(RUNS, {"task": "same"}, format="json", **headers(two, "shared-key"))
+    assert a.status_code == b.status_code == 201
+    assert a.json()["id"] != b.json()["id"]
+    assert "Idempotent-Replayed" not in b
+    assert Run.objects.count() == 2
+
+
+def test_failed_write_leaves_no_claim_so_a_corrected_retry_works(api_client, token):
+    bad = api_client.post(RUNS, {"task": ""}, format="json", **headers(token, "k-fix"))
+    assert bad.status_code == 400
+    assert not IdempotencyRecord.objects.exists()
+    good = api_client.post(RUNS, {"task": "fixed"}, format="json", **headers(token, "k-fix"))
+    assert good.status_code == 201
+
+
+def test_expired_records_are_reaped_and_the_key_then_works_as_new(api_client, token):
+    api_client.post(RUNS, {"task": "old"}, format="json", **headers(token, "k-old"))
+    IdempotencyRecord.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    assert idempotency_records_reap() == 1
+    fresh = api_client.post(RUNS, {"task": "old"}, format="json", **headers(token, "k-old"))
+    assert fresh.status_code == 201 and "Idempotent-Replayed" not in fresh
+    assert Run.objects.count() == 2
+
+
+def test_an_expired_but_unreaped_record_is_taken_over(api_client, token):
+    api_client.post(RUNS, {"task": "x"}, format="json", **headers(token, "k-exp"))
+    IdempotencyRecord.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
+    fresh = api_client.post(RUNS, {"task": "y"}, format="json", **headers(token, "k-exp"))
+    assert fresh.status_code == 201 and Run.objects.count() == 2
+
+
+def test_stored_bodies_are_sanitized():
+    token = "mmk_" + "a" * 12 + "_" + "b" * 38
+    assert sanitize({"api_key": "x", "nested": [{"note": f"leaked {token}"}], "ok": 1}) == {
+        "api_key": "[redacted]", "nested": [{"note": "leaked [redacted]"}], "ok": 1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_twenty_concurrent_identical_requests_have_exactly_one_effect():
+    from rest_framework.test import APIClient
+
+    token = issue_key(scopes=["tasks:write"]).token
+    barrier = threading.Barrier(20)
+    statuses, bodies = [], []
+    key = uuid.uuid4().hex
+
+    def worker():
+        client = APIClient()
+        try:
+            barrier.wait()
+            response = client.post(RUNS, {"task": "once"}, format="json", **headers(token, key))
+            statuses.append(response.status_code)
+            bodies.append(response.json())
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Run.objects.count() == 1
+    assert set(statuses) <= {201, 409} and 500 not in statuses and statuses.count(201) >= 1
+    run_id = str(Run.objects.get().pk)
+    assert all(b["id"] == run_id for s, b in zip(statuses, bodies, strict=True) if s == 201)
+    assert all(b["code"] == "idempotency_in_flight" for s, b in zip(statuses, bodies, strict=True) if s == 409)

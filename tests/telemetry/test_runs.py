@@ -1,0 +1,89 @@
+import uuid
+
+import pytest
+
+from apps.keys.authentication import authenticate_token
+from apps.policy import services as policy_services
+from apps.telemetry.models import Run
+from tests.factories import TEST_ACTOR, AgentFactory, issue_key
+
+pytestmark = pytest.mark.django_db
+RUNS = "/api/v1/runs"
+
+
+def test_start_get_and_finish_a_run(api_client, bearer):
+    token = issue_key(scopes=["tasks:write"]).token
+    started = api_client.post(RUNS, {"task": "summarize", "metadata": {"branch": "main"}}, format="json",
+                              **bearer(token))
+    assert started.status_code == 201
+    run_id = started.json()["id"]
+    assert api_client.get(f"{RUNS}/{run_id}", **bearer(token)).json()["status"] == "running"
+    finished = api_client.post(f"{RUNS}/{run_id}/finish", {"status": "succeeded", "metadata": {"pr": "7"}},
+                               format="json", **bearer(token))
+    assert finished.status_code == 200
+    assert finished.json()["status"] == "succeeded"
+    assert finished.json()["metadata"] == {"branch": "main", "pr": "7"}
+    again = api_client.post(f"{RUNS}/{run_id}/finish", {"status": "failed"}, format="json", **bearer(token))
+    assert (again.status_code, again.json()["code"]) == (409, "run_already_finished")
+
+
+def test_agents_only_see_and_finish_their_own_runs(api_client, bearer):
+    mine, theirs = issue_key(AgentFactory()).token, issue_key(AgentFactory()).token
+    run_id = api_client.post(RUNS, {"task": "t"}, format="json", **bearer(mine)).json()["id"]
+    assert api_client.get(f"{RUNS}/{run_id}", **bearer(theirs)).status_code == 404
+    response = api_client.post(f"{RUNS}/{run_id}/finish", {"status": "failed"}, format="json", **bearer(theirs))
+    assert response.status_code == 404
+    assert Run.objects.get(pk=run_id).status == "running"
+    auditor = issue_key(AgentFactory(), scopes=["admin:read"]).token
+    assert api_client.get(f"{RUNS}/{run_id}", **bearer(auditor)).status_code == 200
+
+
+def test_finish_uses_a_constant_number_of_queries(api_client, bearer, django_assert_max_num_queries):
+    token = issue_key().token
+    principal = authenticate_token(token)
+    from apps.telemetry import services
+
+    first = services.run_start(principal=principal, task="t", metadata={})
+    few = _finish_queries(principal, first, services)
+    Run.objects.bulk_create([Run(agent_id=principal.agent_id, project_id=principal.project_id, task="x")
+                             for _ in range(1000)])
+    many = _finish_queries(principal, services.run_start(principal=principal, task="t", metadata={}), services)
+    assert few == many <= 4
+
+
+def _finish_queries(principal, run, services):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        services.run_finish(principal=principal, run_id=run.pk, status="succeeded", metadata=None)
+    return len(queries)
+
+
+def test_max_concurrent_runs_and_kill_switch_gate_new_runs(api_client, bearer):
+    issued = issue_key()
+    agent = issued.api_key.agent
+    policy_services.policy_set(actor=TEST_ACTOR, subject_type="agent", agent=agent, max_concurrent_runs=2)
+    codes = [api_client.post(RUNS, {"task": "t"}, format="json", **bearer(issued.token)).status_code
+             for _ in range(3)]
+    assert codes == [201, 201, 409]
+    policy_services.policy_set(actor=TEST_ACTOR, subject_type="global", kill_switch=True, reason="stop")
+    blocked = api_client.post(RUNS, {"task": "t"}, format="json", **bearer(issued.token))
+    assert (blocked.status_code, blocked.json()["code"]) == (403, "kill_switch")
+
+
+@pytest.mark.parametrize("body", [
+    {"task": ""}, {"task": "x" * 201}, {"task": 5}, {"task": "t", "metadata": [1]},
+    {"task": "t", "metadata": {f"k{i}": i for i in range(40)}}, {"task": "t", "extra": 1},
+])
+def test_bad_run_input_is_400_and_writes_nothing(api_client, bearer, body):
+    token = issue_key().token
+    response = api_client.post(RUNS, body, format="json", **bearer(token))
+    assert (response.status_code, response.json()["code"]) == (400, "validation_error")
+    assert not Run.objects.exists()
+
+
+def test_unknown_or_malformed_run_ids_are_404(api_client, bearer):
+    token = issue_key().token
+    assert api_client.get(f"{RUNS}/{uuid.uuid4()}", **bearer(token)).status_code == 404
+    assert api_client.get(f"{RUNS}/not-a-uuid", **bearer(token)).status_code == 404
