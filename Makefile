@@ -39,6 +39,7 @@ lint: $(VENV)/.dev
 bench: $(VENV)/.dev
 	DJANGO_SETTINGS_MODULE=modeloman.settings.local $(PY) manage.py migrate --noinput --verbosity 0
 	$(PY) bench/keys_verify.py
+	$(PY) bench/admission.py --seconds 10 --rate 500
 
 superuser: export DJANGO_SETTINGS_MODULE ?= modeloman.settings.local
 superuser: $(VENV)/.runtime

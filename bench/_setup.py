@@ -3,6 +3,8 @@
 import os
 import statistics
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -11,6 +13,26 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "modeloman.settings.local")
 import django  # noqa: E402
 
 django.setup()
+
+
+@contextmanager
+def throwaway_database(name: str = "modeloman_bench") -> Iterator[None]:
+    """Create and migrate a scratch database for the benchmark, and drop it afterwards."""
+    from django.db import connection, connections
+
+    from modeloman.invalidation import listener
+
+    connection.settings_dict["TEST"]["NAME"] = name
+    original = connection.creation.create_test_db(verbosity=0, autoclobber=True, keepdb=False)
+    try:
+        yield
+    finally:
+        listener.stop()
+        with connection.cursor() as cursor:  # worker threads' connections
+            cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = %s AND pid <> pg_backend_pid()", [connection.settings_dict["NAME"]])
+        connections.close_all()
+        connection.creation.destroy_test_db(original, verbosity=0)
 
 
 def summarize(samples_ns: list[int]) -> dict[str, float]:

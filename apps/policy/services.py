@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record, snapshot
@@ -62,22 +63,14 @@ class Admission:
 
 
 class _CapDenied(Exception):
-    def __init__(self, cap: CapRule) -> None:
-        self.cap = cap
+    def __init__(self, cap_id: int) -> None:
+        self.cap_id = cap_id
 
 
-_UPSERT_WINDOWS = """
+_CREATE_WINDOW = """
     INSERT INTO policy_usageledger (cap_id, window_start, used, reserved, overrun, limit_snapshot)
-    SELECT w.cap_id, w.window_start, 0, 0, 0, c."limit"
-    FROM unnest(%s::bigint[], %s::timestamptz[]) AS w(cap_id, window_start)
-    JOIN policy_policycap c ON c.id = w.cap_id
-    ORDER BY w.cap_id
+    SELECT id, %s, 0, 0, 0, "limit" FROM policy_policycap WHERE id = %s
     ON CONFLICT (cap_id, window_start) DO NOTHING
-"""
-_RESERVE = """
-    UPDATE policy_usageledger SET reserved = reserved + %(amount)s
-    WHERE cap_id = %(cap)s AND window_start = %(start)s AND used + reserved + %(amount)s <= limit_snapshot
-    RETURNING id, used, reserved, limit_snapshot
 """
 _READ = "SELECT id, used, reserved, limit_snapshot FROM policy_usageledger WHERE cap_id = %s AND window_start = %s"
 # Apply actual usage against a hold. Right-hand sides see the old row, so the headroom used for
@@ -101,11 +94,6 @@ def _amount(metric: str, *, cost: Decimal, tokens: int) -> Decimal:
     if metric == PolicyCap.Metric.TOKENS:
         return Decimal(tokens)
     return Decimal(1)
-
-
-def _ensure_windows(cursor, caps: list[tuple[CapRule, dt.datetime]]) -> None:
-    if caps:
-        cursor.execute(_UPSERT_WINDOWS, [[c.id for c, _ in caps], [s for _, s in caps]])
 
 
 def _rule_checks(policy: EffectivePolicy, *, model: str, tokens: int, cost: Decimal | None,
@@ -153,37 +141,46 @@ def admit(*, principal, model: str, estimated_input_tokens: int, estimated_outpu
         return result
 
     windows = [(c, window_start(c.window, now)) for c in caps]
-    amounts = {c.id: _amount(c.metric, cost=cost or Decimal(0), tokens=tokens) for c in caps}
+    amounts = [_amount(c.metric, cost=cost or Decimal(0), tokens=tokens) for c in caps]
+    reservation_id = uuid.uuid4()
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            _ensure_windows(cursor, windows)
-            holds = []
-            for cap, start in windows:  # cap-id order: the one lock order
-                cursor.execute(_RESERVE, {"amount": amounts[cap.id], "cap": cap.id, "start": start})
-                row = cursor.fetchone()
-                if row is None:
-                    if cap.enforce:
-                        raise _CapDenied(cap)
-                    result.dry_run_would_deny.append(f"cap_exceeded:{cap.id}")
-                    cursor.execute(_READ, [cap.id, start])
-                    row = cursor.fetchone()
-                else:
-                    holds.append({"cap": cap.id, "ledger": row[0], "metric": cap.metric,
-                                  "amount": str(amounts[cap.id])})
-                result.caps.append(_status(cap, start, row))
-            if holds:
-                reservation = Reservation.objects.create(
-                    agent_id=policy.agent_id, model=model, estimated_tokens=tokens, estimated_cost_usd=cost,
-                    holds=holds, expires_at=now + dt.timedelta(seconds=settings.RESERVATION_TTL_SECONDS),
-                )
-                result.reservation_id = reservation.id
+        rows = _reserve(windows, amounts, reservation_id=reservation_id, agent_id=policy.agent_id, model=model,
+                        tokens=tokens, cost=cost, now=now)
     except _CapDenied as denied:
-        result = Admission(allowed=False, reasons=[f"cap_exceeded:{denied.cap.id}"],
-                           dry_run_would_deny=would, estimated_cost_usd=cost,
-                           caps=_read_statuses(windows))
+        result = Admission(allowed=False, reasons=[f"cap_exceeded:{denied.cap_id}"], dry_run_would_deny=would,
+                           estimated_cost_usd=cost, caps=_read_statuses(windows))
+    else:
+        for (cap, start), (_, used, reserved, limit, held) in zip(windows, rows, strict=True):
+            if not held:
+                result.dry_run_would_deny.append(f"cap_exceeded:{cap.id}")
+            result.caps.append(_status(cap, start, (None, used, reserved, limit)))
+        if any(row[4] for row in rows):
+            result.reservation_id = reservation_id
     if not result.allowed or result.dry_run_would_deny:
         _record_decision(policy, model, result, tokens)
     return result
+
+
+def _reserve(windows: list[tuple[CapRule, dt.datetime]], amounts: list[Decimal], *, reservation_id: uuid.UUID,
+             agent_id: int, model: str, tokens: int, cost: Decimal | None, now: dt.datetime) -> list[tuple]:
+    """Reserve every cap (and record the reservation) in one call to `policy_reserve`."""
+    if not windows:
+        return []
+    params = [[c.id for c, _ in windows], [s for _, s in windows], amounts, [c.enforce for c, _ in windows],
+              [c.metric for c, _ in windows], reservation_id, agent_id, model, tokens, cost, now,
+              now + dt.timedelta(seconds=settings.RESERVATION_TTL_SECONDS)]
+    sql = "SELECT * FROM policy_reserve(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    try:
+        # Outside a transaction the call is its own (one round trip); inside one, a savepoint
+        # keeps a denial from aborting the caller's transaction.
+        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    except DatabaseError as error:
+        cause = error.__cause__
+        if getattr(cause, "sqlstate", None) == "MM001":
+            raise _CapDenied(int(cause.diag.message_detail)) from None
+        raise
 
 
 def _status(cap: CapRule, start: dt.datetime, row) -> CapStatus:
@@ -282,8 +279,8 @@ def usage_record(*, agent_id: int, model: str, tokens: int, cost_usd: Decimal,
         return
     windows = [(c, window_start(c.window, now)) for c in policy.caps if c.applies_to(model)]
     with transaction.atomic(), connection.cursor() as cursor:
-        _ensure_windows(cursor, windows)
-        for cap, start in windows:
+        for cap, start in windows:  # cap-id order: the one lock order
+            cursor.execute(_CREATE_WINDOW, [start, cap.id])
             actual = _amount(cap.metric, cost=cost_usd, tokens=tokens)
             cursor.execute(_CHARGE_WINDOW, {"held": Decimal(0), "actual": actual, "cap": cap.id, "start": start})
 
