@@ -59,3 +59,31 @@ def test_access_table_denies_missing_scope_and_unknown_operations():
         require_access("SetPolicy", principal)
     with pytest.raises(Forbidden):
         require_access("NoSuchOperation", principal)
+
+
+@pytest.mark.parametrize("secret_key, pepper", [("", "p" * 40), ("change-me-" * 5, "p" * 40),
+                                                ("s" * 40, ""), ("a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p6q7r8", "short")])
+def test_production_settings_refuse_missing_or_weak_secrets(secret_key, pepper):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "modeloman.settings.production",
+           "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none", "REDIS_URL": "redis://127.0.0.1:1/0",
+           "SECRET_KEY": secret_key, "KEY_PEPPER": pepper}
+    result = subprocess.run([sys.executable, "manage.py", "check"], env=env, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode != 0
+    assert "missing or weak" in result.stderr
+
+
+def test_production_settings_refuse_to_start_without_a_database_url():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["DJANGO_SETTINGS_MODULE"] = "modeloman.settings.production"
+    result = subprocess.run([sys.executable, "manage.py", "check"], env=env, capture_output=True, text=True,
+                            timeout=60, check=False)
+    assert result.returncode != 0 and "DATABASE_URL is required" in result.stderr

@@ -228,6 +228,7 @@ class CapDetailApi(APIView):
         cap = services.cap_save(actor=Actor.for_principal(request.auth), cap=cap)
         return Response(CapSerializer(cap).data)
 
+    @extend_schema(request=None, responses={204: None})
     @idempotent_write
     def delete(self, request: Request, cap_id: int) -> Response:
         cap = self._own_cap(request, cap_id)
