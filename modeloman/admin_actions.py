@@ -1,11 +1,12 @@
-"""One-way admin actions with a confirmation page, like Django's own `delete_selected`."""
+"""Shared admin pieces: one-way actions with a confirmation page (like Django's own
+`delete_selected`) and read-only admins for service-written records."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from django import forms
-from django.contrib import messages
+from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -47,3 +48,19 @@ class ConfirmedActionsMixin:
         return TemplateResponse(request, template, {
             **self.admin_site.each_context(request), "opts": self.model._meta, **context,
         })
+
+
+class ReadOnlyModelAdmin(admin.ModelAdmin):
+    """For records written only by services (audit, decisions, ledgers, telemetry): operators
+    read them; nobody adds, edits or deletes them here. No full COUNT(*) on big tables."""
+
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False

@@ -27,7 +27,7 @@ from apps.policy.models import (
     UsageLedger,
 )
 from apps.policy.selectors import current_usage
-from modeloman.admin_actions import ConfirmedActionsMixin
+from modeloman.admin_actions import ConfirmedActionsMixin, ReadOnlyModelAdmin
 
 POLICY_EDITABLE = ("allowed_models", "allow_unpriced_models", "max_tokens_per_attempt", "max_cost_per_attempt",
                    "max_concurrent_runs")
@@ -236,21 +236,8 @@ class ReasonFilter(admin.SimpleListFilter):
         return queryset.filter(matches)
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):
-    show_full_result_count = False
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-
 @admin.register(AdmissionDecision)
-class AdmissionDecisionAdmin(_ReadOnlyAdmin):
+class AdmissionDecisionAdmin(ReadOnlyModelAdmin):
     """Every deny and every dry-run would-deny, newest first."""
 
     list_display = ("created_at", "agent", "model", "allowed", "reasons", "dry_run_would_deny",
@@ -262,7 +249,7 @@ class AdmissionDecisionAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(UsageLedger)
-class UsageLedgerAdmin(_ReadOnlyAdmin):
+class UsageLedgerAdmin(ReadOnlyModelAdmin):
     list_display = ("cap", "window_start", "used", "reserved", "overrun", "limit_snapshot")
     list_filter = ("cap__metric", "cap__window")
     list_select_related = ("cap__project", "cap__agent__project")
@@ -270,7 +257,7 @@ class UsageLedgerAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(Reservation)
-class ReservationAdmin(_ReadOnlyAdmin):
+class ReservationAdmin(ReadOnlyModelAdmin):
     list_display = ("id", "agent", "model", "state", "estimated_cost_usd", "actual_cost_usd", "created_at",
                     "expires_at")
     list_filter = ("state",)
