@@ -28,6 +28,15 @@ def one_of_everything():
     for _ in range(2):  # one allowed (ledger row + reservation), one denied (decision row)
         policy_services.admit(principal=principal, model="gpt-test", estimated_input_tokens=600_000,
                               estimated_output_tokens=0)
+    from apps.telemetry import services as telemetry
+
+    issued_telemetry = issue_key(agent, scopes=["telemetry:write", "tasks:write"])
+    telemetry_principal = authenticate_token(issued_telemetry.token)
+    run = telemetry.run_start(principal=telemetry_principal, task="t", metadata={})
+    telemetry.attempts_record(principal=telemetry_principal, batch=False, items=[{
+        "model": "gpt-test", "success": True, "input_tokens": 1, "output_tokens": 1, "latency_ms": 5}])
+    telemetry.run_events_record(principal=telemetry_principal, run_id=run.pk, items=[{"kind": "step"}], batch=False)
+    telemetry.benchmark_record(principal=telemetry_principal, item={"suite": "s", "model": "gpt-test", "score": 1})
     return issued
 
 

@@ -39,7 +39,7 @@ class KeyReused(DomainError):
 
 
 def retention() -> timedelta:
-    return timedelta(hours=getattr(settings, "IDEMPOTENCY_RETENTION_HOURS", 24))
+    return timedelta(hours=settings.IDEMPOTENCY_RETENTION_HOURS)
 
 
 def principal_scope(principal: Any) -> str:

@@ -71,3 +71,4 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.principal}:{self.key} ({self.state})"
+from apps.telemetry.timeseries import Benchmark, PromptAttempt, RunEvent  # noqa: E402, F401  # unmanaged

@@ -152,7 +152,7 @@ class Items:
             raise self.fail(field, "must include a time zone (e.g. Z or +00:00)")
         if moment > now + FUTURE_SKEW:
             raise self.fail(field, "is in the future")
-        if moment < now - dt.timedelta(days=getattr(settings, "TELEMETRY_RETENTION_DAYS", 90)):
+        if moment < now - dt.timedelta(days=settings.TELEMETRY_RETENTION_DAYS):
             raise self.fail(field, "is older than the retention period")
         return moment
 

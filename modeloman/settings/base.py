@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -27,6 +28,17 @@ HTTP_ADDR = env.str("HTTP_ADDR", default="127.0.0.1:8080")
 POLICY_TIMEZONE = env.str("POLICY_TIMEZONE", default="UTC")
 # A reservation not settled or released within this time is released by telemetry_maintenance.
 RESERVATION_TTL_SECONDS = env.int("RESERVATION_TTL_SECONDS", default=900)
+
+# Telemetry storage (SPEC §7). TIMESCALE: auto (use the extension if the server has it),
+# required (refuse to migrate or start without it), off (plain PostgreSQL tables).
+# Migrations read these variables from the environment too (they import no settings);
+# the horizons become TimescaleDB policies at migrate time (docs/architecture.md).
+TIMESCALE = env.str("TIMESCALE", default="auto").strip().lower() or "auto"
+if TIMESCALE not in ("auto", "required", "off"):
+    raise ImproperlyConfigured(f"TIMESCALE must be auto, required or off, not {TIMESCALE!r}.")
+TELEMETRY_RETENTION_DAYS = env.int("TELEMETRY_RETENTION_DAYS", default=90)
+TELEMETRY_COMPRESS_AFTER_DAYS = env.int("TELEMETRY_COMPRESS_AFTER_DAYS", default=7)
+IDEMPOTENCY_RETENTION_HOURS = env.int("IDEMPOTENCY_RETENTION_HOURS", default=24)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
