@@ -137,8 +137,8 @@ class Price:
         return (total / MILLION).quantize(Decimal("0.000001"))
 
 
-def price_for(model: str, at: dt.datetime) -> Price | None:
-    """The price in force for `model` at `at`, or None if the model is unpriced."""
+def price_history(model: str) -> tuple[Price, ...]:
+    """Every price of `model`, newest first (empty: unpriced)."""
     history = _prices.get(model)
     if history is None:
         generation = _prices.generation()
@@ -147,13 +147,16 @@ def price_for(model: str, at: dt.datetime) -> Price | None:
             for p in ModelPrice.objects.filter(model=model).order_by("-effective_from")
         )
         _prices.put(model, history, generation)
+    return history
+
+
+def price_at(history: tuple[Price, ...], at: dt.datetime) -> Price | None:
     return next((p for p in history if p.effective_from <= at), None)
 
 
-def model_cost(model: str, input_tokens: int, output_tokens: int, at: dt.datetime) -> Decimal | None:
-    """Server-side cost in USD, or None when the model has no price."""
-    price = price_for(model, at)
-    return price.cost(input_tokens, output_tokens) if price else None
+def price_for(model: str, at: dt.datetime) -> Price | None:
+    """The price in force for `model` at `at`, or None if the model is unpriced."""
+    return price_at(price_history(model), at)
 
 
 def policies_for_agent(agent: Agent) -> list[Policy]:

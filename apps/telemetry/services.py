@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from apps.keys.models import Agent
 from apps.policy import services as policy
-from apps.policy.selectors import effective_policy, model_cost
+from apps.policy.selectors import effective_policy, price_at, price_history
 from apps.telemetry.models import Run
 from apps.telemetry.validation import LABEL_RE, MAX_LATENCY_MS, MAX_TOKENS, ItemInvalid, Items
 from modeloman.problems import Conflict, Forbidden, NotFound
@@ -186,8 +186,14 @@ def attempts_record(*, principal: Any, items: list[Any], batch: bool) -> list[uu
     rows, ids = [], []
     unreserved: dict[tuple[str, dt.datetime], list[Decimal | int]] = defaultdict(lambda: [Decimal(0), 0])
     per_run: dict[uuid.UUID, list] = defaultdict(lambda: [0, 0, 0, Decimal(0)])
+    histories: dict[str, tuple] = {}  # one price lookup per model per batch
     for index, attempt in enumerate(parsed):
-        cost = model_cost(attempt["model"], attempt["input_tokens"], attempt["output_tokens"], attempt["time"])
+        model = attempt["model"]
+        history = histories.get(model)
+        if history is None:
+            history = histories[model] = price_history(model)
+        price = price_at(history, attempt["time"])
+        cost = price.cost(attempt["input_tokens"], attempt["output_tokens"]) if price else None
         tokens = attempt["input_tokens"] + attempt["output_tokens"]
         charged = cost if cost is not None else (attempt["reported_cost_usd"] or Decimal(0))
         if attempt["reservation_id"]:
