@@ -40,6 +40,7 @@ bench: $(VENV)/.dev
 	DJANGO_SETTINGS_MODULE=modeloman.settings.local $(PY) manage.py migrate --noinput --verbosity 0
 	$(PY) bench/keys_verify.py
 	$(PY) bench/admission.py --seconds 10 --rate 500
+	$(PY) bench/ingest.py --rows 50000
 
 superuser: export DJANGO_SETTINGS_MODULE ?= modeloman.settings.local
 superuser: $(VENV)/.runtime
