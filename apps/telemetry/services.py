@@ -23,7 +23,7 @@ from apps.keys.models import Agent
 from apps.policy import services as policy
 from apps.policy.selectors import effective_policy, price_at, price_history
 from apps.telemetry.models import Run
-from apps.telemetry.validation import LABEL_RE, MAX_LATENCY_MS, MAX_TOKENS, ItemInvalid, Items
+from apps.telemetry.validation import LABEL_RE, MAX_LATENCY_MS, MAX_TOKENS, ItemInvalid, Items, TimeWindow
 from modeloman.problems import Conflict, Forbidden, NotFound
 
 logger = logging.getLogger(__name__)
@@ -139,10 +139,10 @@ def run_finish(*, principal: Any, run_id: uuid.UUID, status: str, metadata: dict
 # --- ingest -----------------------------------------------------------------------------------
 
 
-def _parse_attempt(raw: Any, index: int | None, now: dt.datetime) -> dict:
+def _parse_attempt(raw: Any, index: int | None, window: TimeWindow) -> dict:
     item = Items(raw, index, allowed=ATTEMPT_FIELDS)
     return {
-        "time": item.time("time", now),
+        "time": item.time("time", window),
         "model": item.model(),
         "prompt_name": item.label("prompt_name"),
         "prompt_version": item.label("prompt_version"),
@@ -180,7 +180,8 @@ def attempts_record(*, principal: Any, items: list[Any], batch: bool) -> list[uu
     if rules is None:
         raise NotFound("Agent not found.")
     now = timezone.now()
-    parsed = [_parse_attempt(raw, index if batch else None, now) for index, raw in enumerate(items)]
+    window = TimeWindow(now)
+    parsed = [_parse_attempt(raw, index if batch else None, window) for index, raw in enumerate(items)]
     _check_runs_owned(agent_id, ((i if batch else None, a["run_id"]) for i, a in enumerate(parsed) if a["run_id"]))
 
     rows, ids = [], []
@@ -233,9 +234,9 @@ def attempts_record(*, principal: Any, items: list[Any], batch: bool) -> list[uu
     return ids
 
 
-def _parse_event(raw: Any, index: int | None, now: dt.datetime) -> dict:
+def _parse_event(raw: Any, index: int | None, window: TimeWindow) -> dict:
     item = Items(raw, index, allowed=EVENT_FIELDS)
-    return {"time": item.time("time", now), "kind": item.code("kind", required=True),
+    return {"time": item.time("time", window), "kind": item.code("kind", required=True),
             "message": item.text("message", max_length=4000), "attributes": item.attributes()}
 
 
@@ -246,10 +247,10 @@ def run_events_record(*, principal: Any, run_id: uuid.UUID, items: list[Any], ba
     run = Run.objects.filter(pk=run_id, agent_id=agent_id).only("id", "project_id").first()
     if run is None:
         raise NotFound("No such run.", code="run_not_found")
-    now = timezone.now()
+    window = TimeWindow(timezone.now())
     ids, rows = [], []
     for index, raw in enumerate(items):
-        event = _parse_event(raw, index if batch else None, now)
+        event = _parse_event(raw, index if batch else None, window)
         event_id = uuid.uuid4()
         ids.append(event_id)
         rows.append((event["time"], event_id, run.pk, run.project_id, agent_id, event["kind"], event["message"],
@@ -268,7 +269,7 @@ def benchmark_record(*, principal: Any, item: Any) -> uuid.UUID:
     now = timezone.now()
     total = fields.optional_integer("total", low=0, high=10**9)
     passed = fields.optional_integer("passed", low=0, high=total if total is not None else 10**9)
-    row = (fields.time("time", now), uuid.uuid4(), rules.project_id, agent_id,
+    row = (fields.time("time", TimeWindow(now)), uuid.uuid4(), rules.project_id, agent_id,
            fields.matching("suite", LABEL_RE, what="must be 1-128 letters, digits, spaces or . _ : / @ + -"),
            fields.model(), fields.label("prompt_name"), fields.label("prompt_version"), fields.number("score"),
            passed, total, fields.attributes())

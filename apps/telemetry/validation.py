@@ -33,6 +33,15 @@ _CODE = re.compile(r"[a-z0-9][a-z0-9_.:-]{0,63}")
 _ATTRIBUTE_KEY = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
+class TimeWindow:
+    """The accepted range for item timestamps, computed once per request."""
+
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+        self.latest = now + FUTURE_SKEW
+        self.oldest = now - dt.timedelta(days=settings.TELEMETRY_RETENTION_DAYS)
+
+
 class ItemInvalid(InvalidInput):
     code = "invalid_item"
 
@@ -138,10 +147,10 @@ class Items:
             raise self.fail(field, f"must be between 0 and {MAX_COST}")
         return amount.quantize(Decimal("0.000001"))
 
-    def time(self, field: str, now: dt.datetime) -> dt.datetime:
+    def time(self, field: str, window: TimeWindow) -> dt.datetime:
         value = self.item.get(field)
         if value is None:
-            return now
+            return window.now
         if not isinstance(value, str) or len(value) > 40:
             raise self.fail(field, "must be an ISO 8601 timestamp")
         try:
@@ -150,9 +159,9 @@ class Items:
             raise self.fail(field, "must be an ISO 8601 timestamp") from None
         if moment.tzinfo is None:
             raise self.fail(field, "must include a time zone (e.g. Z or +00:00)")
-        if moment > now + FUTURE_SKEW:
+        if moment > window.latest:
             raise self.fail(field, "is in the future")
-        if moment < now - dt.timedelta(days=settings.TELEMETRY_RETENTION_DAYS):
+        if moment < window.oldest:
             raise self.fail(field, "is older than the retention period")
         return moment
 
