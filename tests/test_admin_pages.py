@@ -1,3 +1,5 @@
+import datetime as dt
+
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Group, User
@@ -5,6 +7,7 @@ from django.urls import reverse
 
 from apps.keys.authentication import authenticate_token
 from apps.policy import services as policy_services
+from apps.telemetry.rollups import rollups_refresh
 from tests.factories import TEST_ACTOR, issue_key, make_cap, make_price
 
 pytestmark = pytest.mark.django_db
@@ -37,6 +40,7 @@ def one_of_everything():
         "model": "gpt-test", "success": True, "input_tokens": 1, "output_tokens": 1, "latency_ms": 5}])
     telemetry.run_events_record(principal=telemetry_principal, run_id=run.pk, items=[{"kind": "step"}], batch=False)
     telemetry.benchmark_record(principal=telemetry_principal, item={"suite": "s", "model": "gpt-test", "score": 1})
+    rollups_refresh(full=True, retention=dt.timedelta(days=90))  # the hourly and daily rollup rows
     return issued
 
 

@@ -91,7 +91,7 @@ ROLLUPS = (
                 WHERE time >= %(since)s
                 GROUP BY 1, 2, 3, 4, 5
             ) AS b
-        """,
+        """,  # noqa: S608  # only constants are interpolated
     ),
     Rollup(
         name="benchmarks_daily",
@@ -111,7 +111,7 @@ ROLLUPS = (
                 WHERE time >= %(since)s
                 GROUP BY 1, 2, 3, 4, 5, 6
             ) AS b
-        """,
+        """,  # noqa: S608  # only constants are interpolated
     ),
 )
 

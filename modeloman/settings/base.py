@@ -39,6 +39,9 @@ if TIMESCALE not in ("auto", "required", "off"):
 TELEMETRY_RETENTION_DAYS = env.int("TELEMETRY_RETENTION_DAYS", default=90)
 TELEMETRY_COMPRESS_AFTER_DAYS = env.int("TELEMETRY_COMPRESS_AFTER_DAYS", default=7)
 IDEMPOTENCY_RETENTION_HOURS = env.int("IDEMPOTENCY_RETENTION_HOURS", default=24)
+# data_growth_check limits, e.g. "prompt_attempts=1000000000" or "500 GB" (all tables).
+DATA_GROWTH_MAX_ROWS = env.str("DATA_GROWTH_MAX_ROWS", default="")
+DATA_GROWTH_MAX_SIZE = env.str("DATA_GROWTH_MAX_SIZE", default="")
 
 INSTALLED_APPS = [
     "django.contrib.admin",

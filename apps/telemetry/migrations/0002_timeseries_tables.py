@@ -91,8 +91,9 @@ HYPERTABLES = {
     "benchmarks": ("7 days", "project_id"),
 }
 
-# Dropping a hypertable drops its chunks and its policies with it.
-DROP_TABLES = "DROP TABLE IF EXISTS prompt_attempts, run_events, benchmarks"
+# Dropping a hypertable drops its chunks and its policies with it; TimescaleDB drops only
+# one hypertable per statement.
+DROP_TABLES = "DROP TABLE IF EXISTS prompt_attempts; DROP TABLE IF EXISTS run_events; DROP TABLE IF EXISTS benchmarks"
 
 
 def _whole_number(name, default, minimum):

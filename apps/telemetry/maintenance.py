@@ -1,0 +1,104 @@
+"""Periodic telemetry housekeeping, run by `manage.py telemetry_maintenance`.
+
+Every step is idempotent and works in bounded batches, each its own short transaction, so
+a run can be interrupted at any point and simply run again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from django.db import connection
+
+from apps.telemetry.models import IdempotencyRecord
+from apps.telemetry.rollups import floor_to
+
+RAW_TABLES = ("prompt_attempts", "run_events", "benchmarks")
+_LOCK_KEY = "hashtext('modeloman.telemetry_maintenance'), 0"
+
+
+@contextmanager
+def maintenance_lock() -> Iterator[bool]:
+    """A session-level advisory lock: yields False (and holds nothing) when another run has it.
+    A run that dies loses the lock with its connection."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT pg_try_advisory_lock({_LOCK_KEY})")
+        acquired = cursor.fetchone()[0]
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT pg_advisory_unlock({_LOCK_KEY})")
+
+
+def retention_cutoff(*, retention: dt.timedelta, now: dt.datetime) -> dt.datetime:
+    """Rows before this go. Whole UTC days, like TimescaleDB's day chunks, so that the oldest
+    remaining day is complete (the plain rollup refresh relies on it)."""
+    return floor_to(now - retention, dt.timedelta(days=1))
+
+
+def retention_apply(*, retention: dt.timedelta, now: dt.datetime, batch_size: int) -> dict[str, int]:
+    """Plain PostgreSQL: delete raw telemetry older than the retention horizon, in batches.
+    Rollups keep their rows (see rollups.py). Returns rows deleted per table."""
+    cutoff = retention_cutoff(retention=retention, now=now)
+    deleted = {}
+    for table in RAW_TABLES:
+        deleted[table] = 0
+        while True:
+            with connection.cursor() as cursor:  # autocommit: one short transaction per batch
+                cursor.execute(
+                    f"DELETE FROM {table} WHERE (id, time) IN "  # noqa: S608  # fixed identifiers
+                    f"(SELECT id, time FROM {table} WHERE time < %s LIMIT %s)",
+                    [cutoff, batch_size],
+                )
+                deleted[table] += cursor.rowcount
+            if cursor.rowcount < batch_size:
+                break
+    return deleted
+
+
+def retention_policies_run() -> dict[str, int]:
+    """TimescaleDB: run the retention policies' jobs now (their scheduler would anyway; the
+    test engine has none). Returns chunks dropped per table."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT job_id, hypertable_name FROM timescaledb_information.jobs "
+            "WHERE proc_name = 'policy_retention' AND hypertable_schema = current_schema() "
+            "AND hypertable_name = ANY(%s) ORDER BY hypertable_name",
+            [list(RAW_TABLES)],
+        )
+        jobs = cursor.fetchall()
+    dropped = {}
+    for job_id, table in jobs:
+        before = _chunk_count(table)
+        with connection.cursor() as cursor:
+            cursor.execute("CALL run_job(%s)", [job_id])
+        dropped[table] = before - _chunk_count(table)
+    return dropped
+
+
+def _chunk_count(table: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM timescaledb_information.chunks "
+                       "WHERE hypertable_schema = current_schema() AND hypertable_name = %s", [table])
+        return cursor.fetchone()[0]
+
+
+def idempotency_records_reap(*, now: dt.datetime, batch_size: int) -> int:
+    """Delete idempotency records past their expiry, oldest first, in batches. Rows another
+    transaction holds are skipped (they are in use) and reaped next time."""
+    table = IdempotencyRecord._meta.db_table
+    deleted = 0
+    while True:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE expires_at < %s "  # noqa: S608
+                "ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED)",
+                [now, batch_size],
+            )
+            deleted += cursor.rowcount
+        if cursor.rowcount < batch_size:
+            return deleted
