@@ -4,6 +4,13 @@ import pytest
 from rest_framework.test import APIClient
 
 from modeloman.invalidation import listener
+from tests import timescale_engine
+
+# Timescale-marked tests run only against the Timescale test engine (tests/timescale_engine.py),
+# which is migrated in place rather than copied into a test database.
+pytest_collection_modifyitems = timescale_engine.pytest_collection_modifyitems
+if timescale_engine.ENABLED:
+    django_db_setup = timescale_engine.migrate_in_place
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,3 +33,4 @@ def bearer():
         return {"HTTP_AUTHORIZATION": f"Bearer {token}", "HTTP_IDEMPOTENCY_KEY": idempotency_key or uuid.uuid4().hex}
 
     return _headers
+

@@ -54,8 +54,9 @@ def retention_apply(*, retention: dt.timedelta, now: dt.datetime, batch_size: in
                     f"(SELECT id, time FROM {table} WHERE time < %s LIMIT %s)",
                     [cutoff, batch_size],
                 )
-                deleted[table] += cursor.rowcount
-            if cursor.rowcount < batch_size:
+                batch = cursor.rowcount
+            deleted[table] += batch
+            if batch < batch_size:
                 break
     return deleted
 
@@ -99,6 +100,7 @@ def idempotency_records_reap(*, now: dt.datetime, batch_size: int) -> int:
                 "ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED)",
                 [now, batch_size],
             )
-            deleted += cursor.rowcount
-        if cursor.rowcount < batch_size:
+            batch = cursor.rowcount
+        deleted += batch
+        if batch < batch_size:
             return deleted
