@@ -3,10 +3,13 @@ import datetime as dt
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Group, User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from apps.keys.authentication import authenticate_token
 from apps.policy import services as policy_services
+from apps.telemetry.models import PromptAttempt, Run
 from apps.telemetry.rollups import rollups_refresh
 from tests.factories import TEST_ACTOR, issue_key, make_cap, make_price
 
@@ -54,3 +57,28 @@ def test_every_model_admin_renders_changelist_add_and_change(operator, one_of_ev
         obj = model.objects.first()
         assert obj is not None, info
         assert operator.get(reverse(f"{info}_change", args=[obj.pk])).status_code == 200, info
+
+
+TELEMETRY_CHANGELISTS = ("run", "promptattempt", "runevent", "benchmark", "promptattempthourly", "benchmarkdaily")
+
+
+@pytest.mark.parametrize("model_name", TELEMETRY_CHANGELISTS)
+def test_telemetry_changelists_never_count_a_whole_table(operator, one_of_everything, model_name):
+    with CaptureQueriesContext(connection) as queries:
+        response = operator.get(reverse(f"admin:telemetry_{model_name}_changelist"), {"within": "24h"})
+    assert response.status_code == 200
+    counts = [query["sql"] for query in queries if "COUNT(" in query["sql"].upper()]
+    assert counts, "the paginator counts (within its bound)"
+    assert all("LIMIT 10001" in sql for sql in counts), counts
+    assert "DISTINCT" not in " ".join(query["sql"] for query in queries if "prompt_attempts\"" in query["sql"])
+
+
+def test_telemetry_admin_finds_attempts_by_run_id_and_filters_by_model(operator, one_of_everything):
+    run = Run.objects.get()
+    PromptAttempt.objects.filter(pk=PromptAttempt.objects.get().pk).update(run_id=run.pk)
+    url = reverse("admin:telemetry_promptattempt_changelist")
+
+    assert operator.get(url, {"q": str(run.pk)}).context["cl"].result_count == 1
+    assert operator.get(url, {"q": "not-a-uuid"}).context["cl"].result_count == 0
+    assert operator.get(url, {"model": "gpt-test", "success__exact": "1"}).context["cl"].result_count == 1
+    assert operator.get(url, {"model": "other-model"}).context["cl"].result_count == 0
