@@ -16,7 +16,6 @@ import uuid
 from decimal import Decimal
 
 from _setup import throwaway_database
-from apps.telemetry.timeseries import PromptAttempt
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -27,6 +26,7 @@ from apps.keys.models import Agent, Project
 from apps.policy import services as policy_services
 from apps.policy.models import ModelPrice
 from apps.telemetry import services
+from apps.telemetry.timeseries import PromptAttempt
 
 BATCH = 1000
 
