@@ -6,12 +6,15 @@ from django.contrib.auth.models import Group, User
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from apps.keys.authentication import authenticate_token
 from apps.policy import services as policy_services
+from apps.telemetry.admin import BoundedCountPaginator
 from apps.telemetry.models import PromptAttempt, Run
 from apps.telemetry.rollups import rollups_refresh
 from tests.factories import TEST_ACTOR, issue_key, make_cap, make_price
+from tests.telemetry.timeseries_data import attempt, insert_attempts, new_project_id
 
 pytestmark = pytest.mark.django_db
 
@@ -82,3 +85,12 @@ def test_telemetry_admin_finds_attempts_by_run_id_and_filters_by_model(operator,
     assert operator.get(url, {"q": "not-a-uuid"}).context["cl"].result_count == 0
     assert operator.get(url, {"model": "gpt-test", "success__exact": "1"}).context["cl"].result_count == 1
     assert operator.get(url, {"model": "other-model"}).context["cl"].result_count == 0
+
+
+def test_above_its_bound_the_paginator_uses_the_planner_estimate(monkeypatch):
+    insert_attempts([attempt(timezone.now(), project_id=new_project_id()) for _ in range(5)])
+    monkeypatch.setattr(BoundedCountPaginator, "count_limit", 2)
+    with CaptureQueriesContext(connection) as queries:
+        count = BoundedCountPaginator(PromptAttempt.objects.order_by("-time"), 100).count
+    assert count >= 3  # at least what was counted; beyond that, whatever EXPLAIN estimates
+    assert [query["sql"].split()[0] for query in queries] == ["SELECT", "EXPLAIN"]

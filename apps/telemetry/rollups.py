@@ -144,16 +144,31 @@ def rollups_refresh(*, full: bool = False, lookback: dt.timedelta = dt.timedelta
     Plain PostgreSQL: recompute buckets from the watermark minus `lookback` (with `full`,
     from the oldest raw row) in one transaction per rollup. Idempotent."""
     now = now or timezone.now()
-    if timescale_enabled():
-        since = now - (retention - dt.timedelta(days=1) if full else lookback)
-        done = {}
-        for rollup in ROLLUPS:
-            start = floor_to(since, rollup.width)
-            with connection.cursor() as cursor:
-                cursor.execute("CALL refresh_continuous_aggregate(%s, %s, NULL)", [rollup.name, start])
-            done[rollup.name] = f"refreshed from {start:%Y-%m-%d %H:%M}"
-        return done
-    return {rollup.name: _refresh_plain(rollup, full=full, lookback=lookback, now=now) for rollup in ROLLUPS}
+    if not timescale_enabled():
+        return {rollup.name: _refresh_plain(rollup, full=full, lookback=lookback, now=now) for rollup in ROLLUPS}
+    done = {}
+    for rollup in ROLLUPS:
+        # The policy's horizon wins over the setting: the policy is what actually drops chunks.
+        horizon = min(retention, retention_policy_horizons().get(rollup.source, retention))
+        earliest = ceil_to(now - horizon + dt.timedelta(days=1), rollup.width)
+        start = earliest if full else max(earliest, floor_to(now - lookback, rollup.width))
+        with connection.cursor() as cursor:
+            cursor.execute("CALL refresh_continuous_aggregate(%s, %s, NULL)", [rollup.name, start])
+        done[rollup.name] = f"refreshed from {start:%Y-%m-%d %H:%M}"
+    return done
+
+
+def retention_policy_horizons() -> dict[str, dt.timedelta]:
+    """TimescaleDB: each hypertable's retention policy horizon (drop_after), as migrated."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT hypertable_name, (config->>'drop_after')::interval FROM timescaledb_information.jobs "
+                       "WHERE proc_name = 'policy_retention' AND hypertable_schema = current_schema()")
+        return dict(cursor.fetchall())
+
+
+def ceil_to(moment: dt.datetime, width: dt.timedelta) -> dt.datetime:
+    start = floor_to(moment, width)
+    return start if start == moment else start + width
 
 
 def _refresh_plain(rollup: Rollup, *, full: bool, lookback: dt.timedelta, now: dt.datetime) -> str:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.db import connection
+
+from apps.telemetry.checks import verify_timescale
+from apps.telemetry.rollups import timescale_enabled
 
 pytestmark = [pytest.mark.timescale, pytest.mark.django_db(transaction=True)]
 
@@ -42,3 +46,20 @@ def test_migrations_run_backward_to_zero_and_forward_again():
         call_command("migrate", verbosity=0)
     rebuilt = timescale_objects()
     assert rebuilt == built
+
+
+def test_timescale_off_builds_plain_tables_which_required_then_refuses(monkeypatch, settings):
+    call_command("migrate", "telemetry", "0001", verbosity=0)
+    try:
+        monkeypatch.setenv("TIMESCALE", "off")
+        call_command("migrate", "telemetry", verbosity=0)
+        assert timescale_objects() == {"hypertables": [], "aggregates": [], "jobs": []}
+        assert timescale_enabled() is False
+        settings.TIMESCALE = "required"
+        with pytest.raises(ImproperlyConfigured, match="prompt_attempts is a plain table"):
+            verify_timescale()
+    finally:
+        call_command("migrate", "telemetry", "0001", verbosity=0)
+        monkeypatch.setenv("TIMESCALE", "required")
+        call_command("migrate", verbosity=0)
+    assert timescale_objects()["hypertables"] == ["benchmarks", "prompt_attempts", "run_events"]

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from apps.policy.services import reservations_expire
 from apps.telemetry import maintenance
-from apps.telemetry.rollups import rollups_refresh, timescale_enabled
+from apps.telemetry.rollups import retention_policy_horizons, rollups_refresh, timescale_enabled
 
 
 class Command(BaseCommand):
@@ -64,7 +64,12 @@ class Command(BaseCommand):
             cutoff = maintenance.retention_cutoff(retention=retention, now=now)
             self.stdout.write(f"retention (before {cutoff:%Y-%m-%d}): deleted "
                               + ", ".join(f"{table} {count}" for table, count in deleted.items()))
-        elif apply_retention:
+            return
+        for table, horizon in sorted(retention_policy_horizons().items()):
+            if horizon != retention:  # the policies were made at migrate time
+                self.stderr.write(f"note: the retention policy of {table} drops chunks after {horizon}, "
+                                  f"but TELEMETRY_RETENTION_DAYS is {retention.days}")
+        if apply_retention:
             dropped = maintenance.retention_policies_run()
             self.stdout.write("retention policies run: dropped chunks "
                               + ", ".join(f"{table} {count}" for table, count in dropped.items()))
