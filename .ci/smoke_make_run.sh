@@ -16,8 +16,11 @@ for _ in $(seq 1 300); do
   if ! kill -0 $pid 2>/dev/null; then cat "$work/run.log"; exit 1; fi
   sleep 1
 done
-curl -fsS "http://127.0.0.1:$port/healthz" | grep -q '"ok"' || { cat "$work/run.log"; exit 1; }
-curl -fsS "http://127.0.0.1:$port/admin/login/" | grep -q 'id="id_password"' || { cat "$work/run.log"; exit 1; }
+# Read whole bodies first: `curl | grep -q` fails under pipefail when grep stops reading early.
+health=$(curl -fsS "http://127.0.0.1:$port/healthz") || { cat "$work/run.log"; exit 1; }
+login=$(curl -fsS "http://127.0.0.1:$port/admin/login/") || { cat "$work/run.log"; exit 1; }
+grep -q '"ok"' <<<"$health" || { cat "$work/run.log"; exit 1; }
+grep -q 'id="id_password"' <<<"$login" || { cat "$work/run.log"; exit 1; }
 echo "make run: /healthz 200 and admin login page served from a clean clone"
 # stop the embedded server this clone started
 .venv/bin/python -c 'from pathlib import Path; from modeloman.embedded_db import stop_embedded_database as s; s(Path("var"))' || true
