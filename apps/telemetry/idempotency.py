@@ -136,17 +136,3 @@ def idempotent_write(method: Callable) -> Callable:
 
     return wrapper
 
-
-def idempotency_records_reap(*, now=None, batch_size: int = 5000) -> int:
-    """Delete records past their expiry, in batches. Returns how many were deleted."""
-    now = now or timezone.now()
-    deleted = 0
-    while True:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "DELETE FROM telemetry_idempotencyrecord WHERE id IN ("
-                "  SELECT id FROM telemetry_idempotencyrecord WHERE expires_at <= %s LIMIT %s)",
-                [now, batch_size])
-            deleted += cursor.rowcount
-            if cursor.rowcount < batch_size:
-                return deleted

@@ -6,7 +6,8 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from apps.telemetry.idempotency import idempotency_records_reap, sanitize
+from apps.telemetry.idempotency import sanitize
+from apps.telemetry.maintenance import idempotency_records_reap
 from apps.telemetry.models import IdempotencyRecord, Run
 from tests.factories import AgentFactory, issue_key
 
@@ -75,7 +76,7 @@ def test_failed_write_leaves_no_claim_so_a_corrected_retry_works(api_client, tok
 def test_expired_records_are_reaped_and_the_key_then_works_as_new(api_client, token):
     api_client.post(RUNS, {"task": "old"}, format="json", **headers(token, "k-old"))
     IdempotencyRecord.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
-    assert idempotency_records_reap() == 1
+    assert idempotency_records_reap(now=timezone.now(), batch_size=100) == 1
     fresh = api_client.post(RUNS, {"task": "old"}, format="json", **headers(token, "k-old"))
     assert fresh.status_code == 201 and "Idempotent-Replayed" not in fresh
     assert Run.objects.count() == 2
