@@ -13,6 +13,7 @@ from apps.policy import services as policy_services
 from apps.telemetry.admin import BoundedCountPaginator
 from apps.telemetry.models import PromptAttempt, Run
 from apps.telemetry.rollups import rollups_refresh
+from apps.telemetry.validation import AttemptIn, BenchmarkIn, RunEventIn
 from tests.factories import TEST_ACTOR, issue_key, make_cap, make_price
 from tests.telemetry.timeseries_data import attempt, insert_attempts, new_project_id
 
@@ -42,10 +43,11 @@ def one_of_everything():
     issued_telemetry = issue_key(agent, scopes=["telemetry:write", "tasks:write"])
     telemetry_principal = authenticate_token(issued_telemetry.token)
     run = telemetry.run_start(principal=telemetry_principal, task="t", metadata={})
-    telemetry.attempts_record(principal=telemetry_principal, batch=False, items=[{
-        "model": "gpt-test", "success": True, "input_tokens": 1, "output_tokens": 1, "latency_ms": 5}])
-    telemetry.run_events_record(principal=telemetry_principal, run_id=run.pk, items=[{"kind": "step"}], batch=False)
-    telemetry.benchmark_record(principal=telemetry_principal, item={"suite": "s", "model": "gpt-test", "score": 1})
+    telemetry.attempts_record(principal=telemetry_principal, batch=False, items=[AttemptIn(
+        model="gpt-test", success=True, input_tokens=1, output_tokens=1, latency_ms=5)])
+    telemetry.run_events_record(principal=telemetry_principal, run_id=run.pk, items=[RunEventIn(kind="step")],
+                                batch=False)
+    telemetry.benchmark_record(principal=telemetry_principal, item=BenchmarkIn(suite="s", model="gpt-test", score=1))
     rollups_refresh(full=True, retention=dt.timedelta(days=90))  # the hourly and daily rollup rows
     return issued
 

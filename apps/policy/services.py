@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections import defaultdict
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import NamedTuple
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
@@ -88,12 +91,12 @@ _CHARGE = """
 _CHARGE_WINDOW = _CHARGE.replace("WHERE id = %(ledger)s", "WHERE cap_id = %(cap)s AND window_start = %(start)s")
 
 
-def _amount(metric: str, *, cost: Decimal, tokens: int) -> Decimal:
+def _amount(metric: str, *, cost: Decimal, tokens: int, requests: int = 1) -> Decimal:
     if metric == PolicyCap.Metric.COST_USD:
         return cost
     if metric == PolicyCap.Metric.TOKENS:
         return Decimal(tokens)
-    return Decimal(1)
+    return Decimal(requests)
 
 
 def _rule_checks(policy: EffectivePolicy, *, model: str, tokens: int, cost: Decimal | None,
@@ -270,19 +273,32 @@ def reservations_expire(*, now: dt.datetime | None = None, batch_size: int = 500
             released += len(batch)
 
 
-def usage_record(*, agent_id: int, model: str, tokens: int, cost_usd: Decimal,
-                 now: dt.datetime | None = None) -> None:
-    """Count usage that came without a reservation against every applicable cap."""
-    now = now or timezone.now()
+class Usage(NamedTuple):
+    """Usage that came without a reservation: `requests` attempts of `model` at `at`."""
+
+    model: str
+    at: dt.datetime
+    requests: int
+    tokens: int
+    cost_usd: Decimal
+
+
+def usage_record(*, agent_id: int, usages: Iterable[Usage]) -> None:
+    """Count usage that came without a reservation against every applicable cap. Usage is
+    summed per cap window first, so a batch costs one statement pair per window it touches."""
     policy = effective_policy(agent_id)
-    if policy is None:
+    if policy is None or not policy.caps:
         return
-    windows = [(c, window_start(c.window, now)) for c in policy.caps if c.applies_to(model)]
+    charges: dict[tuple[int, dt.datetime], Decimal] = defaultdict(Decimal)
+    for usage in usages:
+        for cap in policy.caps:
+            if cap.applies_to(usage.model):
+                amount = _amount(cap.metric, cost=usage.cost_usd, tokens=usage.tokens, requests=usage.requests)
+                charges[(cap.id, window_start(cap.window, usage.at))] += amount
     with transaction.atomic(), connection.cursor() as cursor:
-        for cap, start in windows:  # cap-id order: the one lock order
-            cursor.execute(_CREATE_WINDOW, [start, cap.id])
-            actual = _amount(cap.metric, cost=cost_usd, tokens=tokens)
-            cursor.execute(_CHARGE_WINDOW, {"held": Decimal(0), "actual": actual, "cap": cap.id, "start": start})
+        for (cap_id, start), actual in sorted(charges.items()):  # cap-id order: the one lock order
+            cursor.execute(_CREATE_WINDOW, [start, cap_id])
+            cursor.execute(_CHARGE_WINDOW, {"held": Decimal(0), "actual": actual, "cap": cap_id, "start": start})
 
 
 # --- policy, caps and prices --------------------------------------------------------------------------

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.telemetry import selectors, services
 from apps.telemetry.idempotency import idempotent_write
-from apps.telemetry.validation import MAX_ATTRIBUTES, batch_items
+from apps.telemetry.validation import MAX_ATTRIBUTES, AttemptIn, BenchmarkIn, RunEventIn, decode_item, decode_items
 from modeloman.serializers import StrictCharField, StrictSerializer
 
 
@@ -91,15 +93,26 @@ def _accepted(ids: list[uuid.UUID]) -> Response:
     return Response({"accepted": len(ids), "ids": [str(i) for i in ids]}, status=status.HTTP_201_CREATED)
 
 
+class RawJSONParser(BaseParser):
+    """Hands telemetry views the JSON body as bytes: they decode it straight into typed items
+    (apps.telemetry.validation), which is many times faster than parsing to dicts first."""
+
+    media_type = "application/json"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> bytes:
+        return stream.read() if stream is not None else b""
+
+
 class RunEventsApi(APIView):
     """One event, or `{"events": [...]}` (up to 1,000), appended to the caller's run."""
 
     operation = "RecordRunEvent"
+    parser_classes = [RawJSONParser]
 
     @extend_schema(request=dict, responses={201: AcceptedSerializer})
     @idempotent_write
     def post(self, request: Request, run_id: uuid.UUID) -> Response:
-        items, batch = batch_items(request.data, plural="events")
+        items, batch = decode_items(request.data, RunEventIn, plural="events")
         return _accepted(services.run_events_record(principal=request.auth, run_id=run_id, items=items, batch=batch))
 
 
@@ -107,21 +120,24 @@ class AttemptsApi(APIView):
     """One prompt attempt, or `{"attempts": [...]}` (up to 1,000), all or nothing."""
 
     operations = {"POST": "RecordPromptAttempts"}
+    parser_classes = [RawJSONParser]
 
     @extend_schema(request=dict, responses={201: AcceptedSerializer})
     @idempotent_write
     def post(self, request: Request) -> Response:
-        items, batch = batch_items(request.data, plural="attempts")
+        items, batch = decode_items(request.data, AttemptIn, plural="attempts")
         return _accepted(services.attempts_record(principal=request.auth, items=items, batch=batch))
 
 
 class BenchmarksApi(APIView):
     operation = "RecordBenchmark"
+    parser_classes = [RawJSONParser]
 
     @extend_schema(request=dict, responses={201: AcceptedSerializer})
     @idempotent_write
     def post(self, request: Request) -> Response:
-        return _accepted([services.benchmark_record(principal=request.auth, item=request.data)])
+        item = decode_item(request.data, BenchmarkIn)
+        return _accepted([services.benchmark_record(principal=request.auth, item=item)])
 
 
 class ExportApi(APIView):

@@ -1,7 +1,9 @@
 """Runs and telemetry ingest.
 
-Batches are validated item by item (the first bad item fails the whole batch), then written
-in one transaction: COPY where the connection supports it, multi-row INSERT otherwise.
+Items arrive decoded and type-checked (apps.telemetry.validation). A batch is written in one
+transaction, all or nothing: binary COPY where the connection supports it, streamed while the
+remaining per-item rules are checked, so the server stores early rows while Python is still
+reading later ones; multi-row INSERT otherwise. A bad item aborts the COPY and rolls back.
 Attempts settle their reservations, count against caps, and roll up into their run.
 """
 
@@ -10,69 +12,116 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
+import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Any
 
-from django.db import NotSupportedError, connection, transaction
+import psycopg
+from django.db import connection, transaction
 from django.utils import timezone
+from psycopg.types.json import set_json_dumps
 
 from apps.keys.models import Agent
 from apps.policy import services as policy
 from apps.policy.selectors import effective_policy, price_at, price_history
 from apps.telemetry.models import Run
-from apps.telemetry.validation import LABEL_RE, MAX_LATENCY_MS, MAX_TOKENS, ItemInvalid, Items, TimeWindow
+from apps.telemetry.validation import (
+    AttemptIn,
+    BenchmarkIn,
+    ItemInvalid,
+    RunEventIn,
+    TimeWindow,
+    check_benchmark,
+    checked_money,
+    encoded_attributes,
+)
 from modeloman.problems import Conflict, Forbidden, NotFound
 
 logger = logging.getLogger(__name__)
 
-ATTEMPT_FIELDS = frozenset({"time", "model", "prompt_name", "prompt_version", "success", "error_code",
-                            "input_tokens", "output_tokens", "latency_ms", "reported_cost_usd", "run_id",
-                            "reservation_id", "attributes"})
-ATTEMPT_COLUMNS = ("time", "id", "project_id", "agent_id", "run_id", "reservation_id", "model", "prompt_name",
-                   "prompt_version", "success", "error_code", "input_tokens", "output_tokens", "latency_ms",
-                   "cost_usd", "reported_cost_usd", "attributes")
-EVENT_FIELDS = frozenset({"time", "kind", "message", "attributes"})
-EVENT_COLUMNS = ("time", "id", "run_id", "project_id", "agent_id", "kind", "message", "attributes")
-BENCHMARK_FIELDS = frozenset({"time", "suite", "model", "prompt_name", "prompt_version", "score", "passed", "total",
-                              "attributes"})
-BENCHMARK_COLUMNS = ("time", "id", "project_id", "agent_id", "suite", "model", "prompt_name", "prompt_version",
-                     "score", "passed", "total", "attributes")
+# (column, PostgreSQL type): the order of every row tuple written below.
+ATTEMPT_COLUMNS = (("time", "timestamptz"), ("id", "uuid"), ("project_id", "int8"), ("agent_id", "int8"),
+                   ("run_id", "uuid"), ("reservation_id", "uuid"), ("model", "text"), ("prompt_name", "text"),
+                   ("prompt_version", "text"), ("success", "bool"), ("error_code", "text"),
+                   ("input_tokens", "int8"), ("output_tokens", "int8"), ("latency_ms", "int4"),
+                   ("cost_usd", "numeric"), ("reported_cost_usd", "numeric"), ("attributes", "jsonb"))
+EVENT_COLUMNS = (("time", "timestamptz"), ("id", "uuid"), ("run_id", "uuid"), ("project_id", "int8"),
+                 ("agent_id", "int8"), ("kind", "text"), ("message", "text"), ("attributes", "jsonb"))
+BENCHMARK_COLUMNS = (("time", "timestamptz"), ("id", "uuid"), ("project_id", "int8"), ("agent_id", "int8"),
+                     ("suite", "text"), ("model", "text"), ("prompt_name", "text"), ("prompt_version", "text"),
+                     ("score", "float8"), ("passed", "int4"), ("total", "int4"), ("attributes", "jsonb"))
 RUN_FINAL_STATES = {Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.CANCELLED}
 
 
-# --- bulk writing -----------------------------------------------------------------------------
+# --- ids and bulk writing ---------------------------------------------------------------------
+
+
+def uuid7_batch(count: int) -> list[uuid.UUID]:
+    """`count` UUIDv7 ids (RFC 9562): this millisecond, a 12-bit sequence number (so a batch
+    sorts in item order: §6.2, method 1) and 62 random bits. Time-ordered ids keep the primary
+    key index append-only instead of touching a random page per row."""
+    if count > 4096:
+        raise ValueError("a 12-bit sequence numbers at most 4096 ids")
+    prefix = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | 0b10 << 62  # timestamp, version, variant
+    random_bits = os.urandom(8 * count)
+    low62 = (1 << 62) - 1
+    return [uuid.UUID(int=prefix | sequence << 64 | int.from_bytes(random_bits[8 * sequence:8 * sequence + 8]) & low62)
+            for sequence in range(count)]
+
+
+def _already_encoded(data: bytes) -> bytes:
+    return data  # attributes are encoded (and size-checked) once, in validation
+
 
 _copy_supported: bool | None = None  # learnt per process: the Timescale test engine has no COPY FROM STDIN
 
 
-def bulk_insert(table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Insert rows with COPY, or with multi-row INSERTs where COPY is unavailable."""
+@contextmanager
+def bulk_writer(table: str, columns: Sequence[tuple[str, str]]) -> Iterator[Callable[[Sequence[Any]], None]]:
+    """Yield a function that writes one row (values in `columns` order; jsonb as encoded bytes).
+
+    Rows stream into a binary COPY as they are written; where the server refuses COPY they are
+    buffered and inserted with multi-row INSERTs when the block ends. An exception inside the
+    block aborts the COPY; the caller's transaction then rolls back whatever was written.
+    """
     global _copy_supported
-    if not rows:
-        return
-    column_list = ", ".join(columns)
     if _copy_supported is not False:
+        names = ", ".join(name for name, _ in columns)
+        copying = False
         try:
             with transaction.atomic(), connection.cursor() as cursor:
-                with cursor.cursor.copy(f"COPY {table} ({column_list}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-            _copy_supported = True
+                set_json_dumps(_already_encoded, cursor.cursor)
+                with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+                    copying = _copy_supported = True
+                    copy.set_types([pg_type for _, pg_type in columns])
+                    yield copy.write_row
             return
-        except NotSupportedError:
+        except psycopg.NotSupportedError:
+            if copying:
+                raise
             # Only a server that refuses COPY (the Timescale test engine) switches us to INSERT;
             # any other error is a real one and propagates.
             logger.info("COPY FROM STDIN unavailable on this connection; using multi-row INSERT")
             _copy_supported = False
-    placeholders = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    rows: list[Sequence[Any]] = []
+    yield rows.append
+    _insert_rows(table, columns, rows)
+
+
+def _insert_rows(table: str, columns: Sequence[tuple[str, str]], rows: list[Sequence[Any]]) -> None:
+    names = ", ".join(name for name, _ in columns)
+    placeholders = "(" + ", ".join(f"%s::{pg_type}" for _, pg_type in columns) + ")"
     with connection.cursor() as cursor:
         for start in range(0, len(rows), 500):
             chunk = rows[start:start + 500]
-            sql = f"INSERT INTO {table} ({column_list}) VALUES " + ", ".join([placeholders] * len(chunk))  # noqa: S608  # fixed identifiers
-            cursor.execute(sql, [value for row in chunk for value in row])
+            sql = f"INSERT INTO {table} ({names}) VALUES " + ", ".join([placeholders] * len(chunk))  # noqa: S608  # fixed identifiers
+            cursor.execute(sql, [value.decode() if isinstance(value, bytes) else value
+                                 for row in chunk for value in row])
 
 
 # --- runs -------------------------------------------------------------------------------------
@@ -139,39 +188,18 @@ def run_finish(*, principal: Any, run_id: uuid.UUID, status: str, metadata: dict
 # --- ingest -----------------------------------------------------------------------------------
 
 
-def _parse_attempt(raw: Any, index: int | None, window: TimeWindow) -> dict:
-    item = Items(raw, index, allowed=ATTEMPT_FIELDS)
-    return {
-        "time": item.time("time", window),
-        "model": item.model(),
-        "prompt_name": item.label("prompt_name"),
-        "prompt_version": item.label("prompt_version"),
-        "success": item.boolean("success"),
-        "error_code": item.code("error_code"),
-        "input_tokens": item.integer("input_tokens", low=0, high=MAX_TOKENS),
-        "output_tokens": item.integer("output_tokens", low=0, high=MAX_TOKENS),
-        "latency_ms": item.integer("latency_ms", low=0, high=MAX_LATENCY_MS),
-        "reported_cost_usd": item.optional_money("reported_cost_usd"),
-        "run_id": item.optional_uuid("run_id"),
-        "reservation_id": item.optional_uuid("reservation_id"),
-        "attributes": item.attributes(),
-    }
-
-
-def _check_runs_owned(agent_id: int, run_ids: Iterable[tuple[int | None, uuid.UUID]]) -> None:
-    by_id: dict[uuid.UUID, int | None] = {}
-    for index, run_id in run_ids:
-        by_id.setdefault(run_id, index)
-    if not by_id:
+def _check_runs_owned(agent_id: int, first_use: dict[uuid.UUID, int | None]) -> None:
+    """Every referenced run is the agent's own; else the first item naming another fails."""
+    if not first_use:
         return
-    owned = set(Run.objects.filter(pk__in=list(by_id), agent_id=agent_id).values_list("pk", flat=True))
-    for run_id, index in by_id.items():
+    owned = set(Run.objects.filter(pk__in=list(first_use), agent_id=agent_id).values_list("pk", flat=True))
+    for run_id, index in first_use.items():
         if run_id not in owned:
             raise ItemInvalid(index, "run_id", "no such run for this agent")
 
 
 @transaction.atomic
-def attempts_record(*, principal: Any, items: list[Any], batch: bool) -> list[uuid.UUID]:
+def attempts_record(*, principal: Any, items: Sequence[AttemptIn], batch: bool) -> list[uuid.UUID]:
     """Record prompt attempts, all or nothing. Cost is computed here from ModelPrice; the
     agent's own figure is kept beside it. Attempts with a reservation settle it; the rest
     count against the caps directly."""
@@ -179,51 +207,58 @@ def attempts_record(*, principal: Any, items: list[Any], batch: bool) -> list[uu
     rules = effective_policy(agent_id)
     if rules is None:
         raise NotFound("Agent not found.")
+    project_id = rules.project_id
     now = timezone.now()
     window = TimeWindow(now)
-    parsed = [_parse_attempt(raw, index if batch else None, window) for index, raw in enumerate(items)]
-    _check_runs_owned(agent_id, ((i if batch else None, a["run_id"]) for i, a in enumerate(parsed) if a["run_id"]))
+    prices = {model: price_history(model) for model in {attempt.model for attempt in items}}  # before COPY starts
+    ids = uuid7_batch(len(items))
 
-    rows, ids = [], []
-    unreserved: dict[tuple[str, dt.datetime], list[Decimal | int]] = defaultdict(lambda: [Decimal(0), 0])
+    settlements: list[tuple[int | None, uuid.UUID, int, Decimal]] = []
+    # Usage without a reservation, per model and minute (the finest cap window); none without caps.
+    count_usage = bool(rules.caps)
+    unreserved: dict[tuple[str, int], list] = defaultdict(lambda: [0, 0, Decimal(0)])
     per_run: dict[uuid.UUID, list] = defaultdict(lambda: [0, 0, 0, Decimal(0)])
-    histories: dict[str, tuple] = {}  # one price lookup per model per batch
-    for index, attempt in enumerate(parsed):
-        model = attempt["model"]
-        history = histories.get(model)
-        if history is None:
-            history = histories[model] = price_history(model)
-        price = price_at(history, attempt["time"])
-        cost = price.cost(attempt["input_tokens"], attempt["output_tokens"]) if price else None
-        tokens = attempt["input_tokens"] + attempt["output_tokens"]
-        charged = cost if cost is not None else (attempt["reported_cost_usd"] or Decimal(0))
-        if attempt["reservation_id"]:
-            try:
-                policy.reservation_settle(reservation_id=attempt["reservation_id"], agent_id=agent_id,
-                                          actual_tokens=tokens, actual_cost_usd=charged, now=now)
-            except (NotFound, Conflict) as error:
-                raise ItemInvalid(index if batch else None, "reservation_id", error.detail) from None
-        else:
-            minute = attempt["time"].replace(second=0, microsecond=0)
-            bucket = unreserved[(attempt["model"], minute)]
-            bucket[0] += charged
-            bucket[1] += tokens
-        if attempt["run_id"]:
-            totals = per_run[attempt["run_id"]]
-            totals[0] += 1
-            totals[1] += attempt["input_tokens"]
-            totals[2] += attempt["output_tokens"]
-            totals[3] += cost or Decimal(0)
-        attempt_id = uuid.uuid4()
-        ids.append(attempt_id)
-        rows.append((attempt["time"], attempt_id, rules.project_id, agent_id, attempt["run_id"],
-                     attempt["reservation_id"], attempt["model"], attempt["prompt_name"], attempt["prompt_version"],
-                     attempt["success"], attempt["error_code"], attempt["input_tokens"], attempt["output_tokens"],
-                     attempt["latency_ms"], cost, attempt["reported_cost_usd"], attempt["attributes"]))
+    run_first_use: dict[uuid.UUID, int | None] = {}
+    with bulk_writer("prompt_attempts", ATTEMPT_COLUMNS) as write:
+        for position, attempt in enumerate(items):
+            index = position if batch else None
+            moment = window.check(attempt.time, index)
+            reported = checked_money(attempt.reported_cost_usd, index, "reported_cost_usd")
+            attributes = encoded_attributes(attempt.attributes, index)
+            history = prices[attempt.model]
+            price = history[0] if history and history[0].effective_from <= moment else price_at(history, moment)
+            cost = price.cost(attempt.input_tokens, attempt.output_tokens) if price else None
+            tokens = attempt.input_tokens + attempt.output_tokens
+            charged = cost if cost is not None else (reported or Decimal(0))
+            if attempt.reservation_id:
+                settlements.append((index, attempt.reservation_id, tokens, charged))
+            elif count_usage:
+                bucket = unreserved[(attempt.model, int(moment.timestamp()) // 60)]
+                bucket[0] += 1
+                bucket[1] += tokens
+                bucket[2] += charged
+            if attempt.run_id:
+                run_first_use.setdefault(attempt.run_id, index)
+                totals = per_run[attempt.run_id]
+                totals[0] += 1
+                totals[1] += attempt.input_tokens
+                totals[2] += attempt.output_tokens
+                totals[3] += cost or Decimal(0)
+            write((moment, ids[position], project_id, agent_id, attempt.run_id, attempt.reservation_id,
+                   attempt.model, attempt.prompt_name, attempt.prompt_version, attempt.success, attempt.error_code,
+                   attempt.input_tokens, attempt.output_tokens, attempt.latency_ms, cost, reported, attributes))
 
-    bulk_insert("prompt_attempts", ATTEMPT_COLUMNS, rows)
-    for (model, minute), (cost_sum, token_sum) in unreserved.items():
-        policy.usage_record(agent_id=agent_id, model=model, tokens=token_sum, cost_usd=cost_sum, now=minute)
+    # References are checked once the rows are written; a failure rolls everything back.
+    _check_runs_owned(agent_id, run_first_use)
+    for index, reservation_id, tokens, charged in settlements:
+        try:
+            policy.reservation_settle(reservation_id=reservation_id, agent_id=agent_id, actual_tokens=tokens,
+                                      actual_cost_usd=charged, now=now)
+        except (NotFound, Conflict) as error:
+            raise ItemInvalid(index, "reservation_id", error.detail) from None
+    policy.usage_record(agent_id=agent_id, usages=[
+        policy.Usage(model, dt.datetime.fromtimestamp(minute * 60, dt.UTC), requests, tokens, cost_sum)
+        for (model, minute), (requests, tokens, cost_sum) in unreserved.items()])
     if per_run:
         with connection.cursor() as cursor:
             for run_id, (count, input_tokens, output_tokens, cost_sum) in sorted(per_run.items()):
@@ -234,45 +269,36 @@ def attempts_record(*, principal: Any, items: list[Any], batch: bool) -> list[uu
     return ids
 
 
-def _parse_event(raw: Any, index: int | None, window: TimeWindow) -> dict:
-    item = Items(raw, index, allowed=EVENT_FIELDS)
-    return {"time": item.time("time", window), "kind": item.code("kind", required=True),
-            "message": item.text("message", max_length=4000), "attributes": item.attributes()}
-
-
 @transaction.atomic
-def run_events_record(*, principal: Any, run_id: uuid.UUID, items: list[Any], batch: bool) -> list[uuid.UUID]:
+def run_events_record(*, principal: Any, run_id: uuid.UUID, items: Sequence[RunEventIn],
+                      batch: bool) -> list[uuid.UUID]:
     """Append events to the caller's run (looked up once, by primary key)."""
     agent_id = _agent_of(principal)
     run = Run.objects.filter(pk=run_id, agent_id=agent_id).only("id", "project_id").first()
     if run is None:
         raise NotFound("No such run.", code="run_not_found")
     window = TimeWindow(timezone.now())
-    ids, rows = [], []
-    for index, raw in enumerate(items):
-        event = _parse_event(raw, index if batch else None, window)
-        event_id = uuid.uuid4()
-        ids.append(event_id)
-        rows.append((event["time"], event_id, run.pk, run.project_id, agent_id, event["kind"], event["message"],
-                     event["attributes"]))
-    bulk_insert("run_events", EVENT_COLUMNS, rows)
+    ids = uuid7_batch(len(items))
+    with bulk_writer("run_events", EVENT_COLUMNS) as write:
+        for position, event in enumerate(items):
+            index = position if batch else None
+            write((window.check(event.time, index), ids[position], run.pk, run.project_id, agent_id, event.kind,
+                   event.message, encoded_attributes(event.attributes, index)))
     return ids
 
 
 @transaction.atomic
-def benchmark_record(*, principal: Any, item: Any) -> uuid.UUID:
+def benchmark_record(*, principal: Any, item: BenchmarkIn) -> uuid.UUID:
+    """Record one benchmark result for the caller's project."""
     agent_id = _agent_of(principal)
     rules = effective_policy(agent_id)
     if rules is None:
         raise NotFound("Agent not found.")
-    fields = Items(item, None, allowed=BENCHMARK_FIELDS)
-    now = timezone.now()
-    total = fields.optional_integer("total", low=0, high=10**9)
-    passed = fields.optional_integer("passed", low=0, high=total if total is not None else 10**9)
-    row = (fields.time("time", TimeWindow(now)), uuid.uuid4(), rules.project_id, agent_id,
-           fields.matching("suite", LABEL_RE, what="must be 1-128 letters, digits, spaces or . _ : / @ + -"),
-           fields.model(), fields.label("prompt_name"), fields.label("prompt_version"), fields.number("score"),
-           passed, total, fields.attributes())
-    bulk_insert("benchmarks", BENCHMARK_COLUMNS, [row])
-    return row[1]
-
+    check_benchmark(item)
+    moment = TimeWindow(timezone.now()).check(item.time, None)
+    attributes = encoded_attributes(item.attributes, None)
+    [benchmark_id] = uuid7_batch(1)
+    with bulk_writer("benchmarks", BENCHMARK_COLUMNS) as write:
+        write((moment, benchmark_id, rules.project_id, agent_id, item.suite, item.model, item.prompt_name,
+               item.prompt_version, item.score, item.passed, item.total, attributes))
+    return benchmark_id

@@ -69,8 +69,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(cost=st.decimals(0, 30, places=2), tokens=st.integers(0, 5_000_000))
     def unreserved_usage(self, cost, tokens):
-        services.usage_record(agent_id=self.principal.agent_id, model="gpt-test", tokens=tokens, cost_usd=cost,
-                              now=self.now)
+        services.usage_record(agent_id=self.principal.agent_id,
+                              usages=[services.Usage("gpt-test", self.now, 1, tokens, cost)])
 
     @invariant()
     def ledger_within_bounds(self):
