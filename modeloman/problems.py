@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
@@ -110,6 +112,9 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
         detail, extra = "The request did not pass validation.", {"errors": exc.detail}
     elif isinstance(exc, Http404):
         status, code, title, detail, extra = 404, "not_found", "Not found", "Not found.", {}
+    elif isinstance(exc, RequestDataTooBig):
+        status, code, title, extra = 413, "payload_too_large", "Payload too large", {}
+        detail = f"The body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes."
     elif isinstance(exc, DjangoPermissionDenied):
         status, code, title, detail, extra = 403, "permission_denied", "Permission denied", "", {}
     elif isinstance(exc, drf.APIException):

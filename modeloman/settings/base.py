@@ -137,6 +137,10 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
+# The largest valid request is a batch of 1,000 attempts with 4 KB of attributes each (~4.5 MB);
+# anything bigger is refused with 413 before it is parsed.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps.keys.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["modeloman.access.OperationPermission"],

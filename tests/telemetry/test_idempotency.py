@@ -55,6 +55,17 @@ def test_same_key_different_body_is_422_and_the_original_stands(api_client, toke
     assert replay.json() == first.json()
 
 
+def test_the_body_is_compared_byte_for_byte(api_client, token):
+    """A retry resends the same bytes; the same JSON written differently is a different request."""
+    compact, spaced = b'{"task":"a"}', b'{"task": "a"}'
+    first = api_client.post(RUNS, compact, content_type="application/json", **headers(token, "k-bytes"))
+    same = api_client.post(RUNS, compact, content_type="application/json", **headers(token, "k-bytes"))
+    reformatted = api_client.post(RUNS, spaced, content_type="application/json", **headers(token, "k-bytes"))
+    assert (first.status_code, same.status_code, same["Idempotent-Replayed"]) == (201, 201, "true")
+    assert (reformatted.status_code, reformatted.json()["code"]) == (422, "idempotency_key_reused")
+    assert Run.objects.count() == 1
+
+
 def test_two_agents_with_the_same_key_string_do_not_collide(api_client, db):
     one, two = issue_key(AgentFactory()).token, issue_key(AgentFactory()).token
     a = api_client.post(RUNS, {"task": "same"}, format="json", **headers(one, "shared-key"))

@@ -1,4 +1,5 @@
 import datetime as dt
+import json
 import uuid
 from decimal import Decimal
 
@@ -119,6 +120,97 @@ def test_malformed_batches_are_400(api_client, bearer, agent_token, body):
     assert count("prompt_attempts") == 0
 
 
+@pytest.mark.parametrize("overrides, field", [
+    ({"model": "gpt-test\n"}, "model"),  # `$` would match before a final newline; the patterns use \Z
+    ({"prompt_version": "v1\n"}, "prompt_version"),
+    ({"attributes": {"note": "a\x00b"}}, "attributes"),  # jsonb refuses NUL
+    ({"x" * 10_000: 1}, "x" * 64),  # an unknown field's name, cut to 64 characters
+])
+def test_edge_case_fields_are_refused_and_the_detail_stays_bounded(api_client, bearer, agent_token, overrides,
+                                                                   field):
+    response = api_client.post(ATTEMPTS, attempt(**overrides), format="json", **bearer(agent_token))
+    body = response.json()
+    assert (response.status_code, body["code"], body["field"]) == (400, "invalid_item", field)
+    assert len(body["detail"]) < 300
+    assert count("prompt_attempts") == 0
+
+
+@pytest.mark.parametrize("raw", [b'{"model": "gpt-test"', b"\xff\xfe", b'{"model": "\\ud800"}', b"{} trailing"])
+def test_bodies_that_are_not_json_are_400_malformed_request(api_client, bearer, agent_token, raw):
+    response = api_client.post(ATTEMPTS, raw, content_type="application/json", **bearer(agent_token))
+    assert (response.status_code, response.json()["code"]) == (400, "malformed_request")
+    assert count("prompt_attempts") == 0
+
+
+def test_telemetry_must_be_sent_as_json(api_client, bearer, agent_token):
+    response = api_client.post(ATTEMPTS, "model=gpt-test", content_type="application/x-www-form-urlencoded",
+                               **bearer(agent_token))
+    assert (response.status_code, response.json()["code"]) == (415, "unsupported_media_type")
+    assert count("prompt_attempts") == 0
+
+
+def test_a_bad_last_item_aborts_the_streamed_copy_and_the_connection_stays_usable(api_client, bearer,
+                                                                                    agent_token):
+    make_price("gpt-test")
+    items = [attempt(latency_ms=i) for i in range(999)] + [attempt(success="maybe")]
+    response = api_client.post(ATTEMPTS, {"attempts": items}, format="json", **bearer(agent_token))
+    assert (response.status_code, response.json()["index"], response.json()["field"]) == (400, 999, "success")
+    assert count("prompt_attempts") == 0
+    retried = api_client.post(ATTEMPTS, {"attempts": items[:999]}, format="json", **bearer(agent_token))
+    assert retried.status_code == 201 and count("prompt_attempts") == 999
+
+
+def test_insert_fallback_stores_the_same_rows_as_copy(api_client, bearer, agent_token, monkeypatch):
+    make_price("gpt-test", input_per_mtok="3", output_per_mtok="15")
+    run = services.run_start(principal=authenticate_token(agent_token), task="t", metadata={})
+    items = [attempt(time=(NOW - dt.timedelta(seconds=i)).isoformat(), run_id=str(run.pk), error_code="rate_limit",
+                     reported_cost_usd="0.25", attributes={"i": i, "ok": True, "tag": "é"}) for i in range(3)]
+    columns = ("time, project_id, agent_id, run_id, model, prompt_name, prompt_version, success, error_code, "
+               "input_tokens, output_tokens, latency_ms, cost_usd, reported_cost_usd, attributes")
+
+    copied = api_client.post(ATTEMPTS, {"attempts": items}, format="json", **bearer(agent_token))
+    assert copied.status_code == 201 and services._copy_supported is True
+    by_copy = rows("prompt_attempts", columns)
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM prompt_attempts")
+    monkeypatch.setattr(services, "_copy_supported", False)
+    inserted = api_client.post(ATTEMPTS, {"attempts": items}, format="json", **bearer(agent_token))
+    assert inserted.status_code == 201
+    assert rows("prompt_attempts", columns) == by_copy
+    assert json.loads(by_copy[0][-1]) == {"i": 2, "ok": True, "tag": "é"} and by_copy[0][12] == Decimal("0.0105")
+
+
+def test_the_largest_valid_batch_fits_and_a_larger_body_is_413(api_client, bearer, agent_token):
+    make_price("gpt-test")
+    fat = attempt(prompt_name="p" * 128, prompt_version="v" * 128,
+                  attributes={f"key{k:02d}": "x" * 110 for k in range(32)})  # just under 4 KB of attributes
+    largest = {"attempts": [fat] * 1000}
+    response = api_client.post(ATTEMPTS, largest, format="json", **bearer(agent_token))
+    assert response.status_code == 201 and count("prompt_attempts") == 1000
+    too_big = api_client.post(ATTEMPTS, b"[" + b" " * 9 * 1024 * 1024 + b"]", content_type="application/json",
+                              **bearer(agent_token))
+    assert (too_big.status_code, too_big["Content-Type"], too_big.json()["code"]) == (
+        413, "application/problem+json", "payload_too_large")
+
+
+def test_attempt_ids_are_uuid7_in_item_order(api_client, bearer, agent_token):
+    make_price("gpt-test")
+    response = api_client.post(ATTEMPTS, {"attempts": [attempt()] * 50}, format="json", **bearer(agent_token))
+    ids = [uuid.UUID(i) for i in response.json()["ids"]]
+    assert {i.version for i in ids} == {7} and len(set(ids)) == 50
+    assert ids == sorted(ids)
+    stored = [row[0] for row in rows("prompt_attempts", "id")]
+    assert sorted(stored) == ids
+
+
+def test_a_requests_cap_counts_every_attempt_of_a_batch(api_client, bearer, agent_token):
+    make_price("gpt-test")
+    cap = make_cap(metric="requests", window="day", limit="1000")
+    response = api_client.post(ATTEMPTS, {"attempts": [attempt()] * 25}, format="json", **bearer(agent_token))
+    assert response.status_code == 201
+    assert UsageLedger.objects.get(cap=cap).used == Decimal(25)
+
+
 def test_an_attempt_settles_its_reservation_and_unreserved_attempts_still_count(api_client, bearer, agent_token):
     make_price("gpt-test", input_per_mtok="10")
     cap = make_cap(limit="100")
@@ -185,6 +277,26 @@ def test_recording_an_event_takes_the_same_queries_with_1_or_1000_runs(agent_tok
     with django_assert_num_queries(5):
         record_event(runs[2])
     assert count("run_events") == 3
+
+
+@pytest.mark.parametrize("event, field", [({"kind": "step", "message": "a\x00b"}, "message"),
+                                          ({"kind": "step", "message": "m" * 4001}, "message"),
+                                          ({"kind": "Step"}, "kind"), ({"kind": "step", "run_id": "x"}, "run_id")])
+def test_bad_events_are_400_and_write_nothing(api_client, bearer, agent_token, event, field):
+    run = services.run_start(principal=authenticate_token(agent_token), task="t", metadata={})
+    response = api_client.post(f"/api/v1/runs/{run.pk}/events", {"events": [{"kind": "ok"}, event]}, format="json",
+                               **bearer(agent_token))
+    assert (response.status_code, response.json()["index"], response.json()["field"]) == (400, 1, field)
+    assert count("run_events") == 0
+
+
+@pytest.mark.parametrize("raw, field", [(b'{"suite": "s", "model": "m", "score": 1e999}', "score"),
+                                        (b'{"suite": "s", "model": "m", "score": 1, "total": -1}', "total"),
+                                        (b'{"benchmarks": [{"suite": "s", "model": "m", "score": 1}]}', "benchmarks")])
+def test_bad_benchmarks_are_400_and_write_nothing(api_client, bearer, agent_token, raw, field):
+    response = api_client.post("/api/v1/benchmarks", raw, content_type="application/json", **bearer(agent_token))
+    assert (response.status_code, response.json()["code"], response.json()["field"]) == (400, "invalid_item", field)
+    assert count("benchmarks") == 0
 
 
 def test_benchmarks_are_recorded_and_validated(api_client, bearer, agent_token):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -218,3 +219,46 @@ def test_admin_pages_read_hypertables_and_continuous_aggregates(client):
         assert response.status_code == 200, model_name
     row = PromptAttemptHourly.objects.filter(project_id=project).get()
     assert client.get(reverse("admin:telemetry_promptattempthourly_change", args=[row.pk])).status_code == 200
+
+
+def test_ingest_through_the_api_writes_hypertables_and_late_attempts_land_in_compressed_chunks(api_client):
+    """The real endpoints on the engine: it refuses COPY FROM STDIN, so ingest falls back to
+    multi-row INSERT; a late attempt into an already compressed chunk is accepted."""
+    from apps.keys.authentication import authenticate_token
+    from apps.telemetry import services
+    from tests.factories import issue_key, make_price
+
+    make_price("gpt-test", input_per_mtok="1", output_per_mtok="2")
+    token = issue_key(scopes=["telemetry:write", "tasks:write"]).token
+    principal = authenticate_token(token)
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+    old = timezone.now() - dt.timedelta(days=10)
+    insert_attempts([attempt(old + dt.timedelta(minutes=i), project_id=principal.project_id) for i in range(3)])
+    compression_job, _ = job("policy_compression", "prompt_attempts")
+    with connection.cursor() as cursor:
+        cursor.execute("CALL run_job(%s)", [compression_job])
+
+    batch = {"attempts": [{"model": "gpt-test", "success": True, "input_tokens": 1000, "output_tokens": 500,
+                           "latency_ms": 100 + i, "time": (old + dt.timedelta(minutes=30 + i)).isoformat()}
+                          for i in range(5)] + [{"model": "gpt-test", "success": False, "input_tokens": 1,
+                                                 "output_tokens": 0, "latency_ms": 5, "attributes": {"a": "b"}}]}
+    response = api_client.post("/api/v1/attempts", batch, format="json", HTTP_IDEMPOTENCY_KEY="ts-1", **headers)
+    assert response.status_code == 201, response.content
+    assert services._copy_supported is False
+    assert count("prompt_attempts", principal.project_id) == 9
+    assert fetch("SELECT is_compressed FROM timescaledb_information.chunks WHERE hypertable_name = "
+                 "'prompt_attempts' AND range_start <= %s AND %s < range_end", [old, old]) == [(True,)]
+    since = old + dt.timedelta(minutes=20)  # the API's rows, not the three inserted above
+    assert fetch("SELECT sum(cost_usd), count(*) FILTER (WHERE attributes = '{\"a\": \"b\"}') FROM prompt_attempts "
+                 "WHERE project_id = %s AND time > %s", [principal.project_id, since]) == [
+        (Decimal("0.010001"), 1)]  # 5 x $0.002 + $0.000001
+
+    run = api_client.post("/api/v1/runs", {"task": "t"}, format="json", HTTP_IDEMPOTENCY_KEY="ts-2", **headers)
+    events = api_client.post(f"/api/v1/runs/{run.json()['id']}/events", {"events": [{"kind": "step"}] * 3},
+                             format="json", HTTP_IDEMPOTENCY_KEY="ts-3", **headers)
+    bench = api_client.post("/api/v1/benchmarks", {"suite": "s", "model": "gpt-test", "score": 0.5}, format="json",
+                            HTTP_IDEMPOTENCY_KEY="ts-4", **headers)
+    assert (run.status_code, events.status_code, bench.status_code) == (201, 201, 201)
+    assert fetch("SELECT (SELECT count(*) FROM run_events WHERE run_id = %s), "
+                 "(SELECT count(*) FROM benchmarks WHERE id = %s)",
+                 [run.json()["id"], bench.json()["ids"][0]]) == [(3, 1)]
