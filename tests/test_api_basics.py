@@ -32,6 +32,16 @@ def test_openapi_schema_lists_the_api(client):
     assert "/api/v1/whoami" in response.json()["paths"]
 
 
+def test_openapi_describes_telemetry_bodies_from_the_validating_structs(client):
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    body = schema["paths"]["/api/v1/attempts"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    one, batch = body["oneOf"]
+    assert set(one["required"]) == {"model", "success", "input_tokens", "output_tokens", "latency_ms"}
+    assert one["properties"]["latency_ms"]["maximum"] == 3_600_000
+    assert batch["properties"]["attempts"]["maxItems"] == 1000
+    assert "\\Z" not in str(schema)  # patterns are ECMA-262 in the document
+
+
 def test_unknown_api_path_is_a_problem_document(client):
     response = client.get("/api/v1/no-such-thing")
     assert response.status_code == 404

@@ -295,7 +295,7 @@ def usage_record(*, agent_id: int, usages: Iterable[Usage]) -> None:
             if cap.applies_to(usage.model):
                 amount = _amount(cap.metric, cost=usage.cost_usd, tokens=usage.tokens, requests=usage.requests)
                 charges[(cap.id, window_start(cap.window, usage.at))] += amount
-    with transaction.atomic(), connection.cursor() as cursor:
+    with transaction.atomic(savepoint=False), connection.cursor() as cursor:  # no savepoint: all or nothing
         for (cap_id, start), actual in sorted(charges.items()):  # cap-id order: the one lock order
             cursor.execute(_CREATE_WINDOW, [start, cap_id])
             cursor.execute(_CHARGE_WINDOW, {"held": Decimal(0), "actual": actual, "cap": cap_id, "start": start})

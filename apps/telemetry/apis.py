@@ -16,7 +16,15 @@ from rest_framework.views import APIView
 
 from apps.telemetry import selectors, services
 from apps.telemetry.idempotency import idempotent_write
-from apps.telemetry.validation import MAX_ATTRIBUTES, AttemptIn, BenchmarkIn, RunEventIn, decode_item, decode_items
+from apps.telemetry.validation import (
+    MAX_ATTRIBUTES,
+    AttemptIn,
+    BenchmarkIn,
+    RunEventIn,
+    decode_item,
+    decode_items,
+    request_schema,
+)
 from modeloman.serializers import StrictCharField, StrictSerializer
 
 
@@ -85,12 +93,13 @@ class RunFinishApi(APIView):
 
 
 class AcceptedSerializer(serializers.Serializer):
-    accepted = serializers.IntegerField()
-    ids = serializers.ListField(child=serializers.UUIDField())
+    accepted = serializers.IntegerField(help_text="Items stored: all of them, as a batch is all or nothing.")
 
 
 def _accepted(ids: list[uuid.UUID]) -> Response:
-    return Response({"accepted": len(ids), "ids": [str(i) for i in ids]}, status=status.HTTP_201_CREATED)
+    # Only the count: a batch's thousand ids would be kept for a day with the Idempotency-Key, and
+    # no operation takes an attempt, event or benchmark id.
+    return Response({"accepted": len(ids)}, status=status.HTTP_201_CREATED)
 
 
 class RawJSONParser(BaseParser):
@@ -109,7 +118,8 @@ class RunEventsApi(APIView):
     operation = "RecordRunEvent"
     parser_classes = [RawJSONParser]
 
-    @extend_schema(request=dict, responses={201: AcceptedSerializer})
+    @extend_schema(request={"application/json": request_schema(RunEventIn, plural="events")},
+                   responses={201: AcceptedSerializer})
     @idempotent_write
     def post(self, request: Request, run_id: uuid.UUID) -> Response:
         items, batch = decode_items(request.data, RunEventIn, plural="events")
@@ -122,7 +132,8 @@ class AttemptsApi(APIView):
     operations = {"POST": "RecordPromptAttempts"}
     parser_classes = [RawJSONParser]
 
-    @extend_schema(request=dict, responses={201: AcceptedSerializer})
+    @extend_schema(request={"application/json": request_schema(AttemptIn, plural="attempts")},
+                   responses={201: AcceptedSerializer})
     @idempotent_write
     def post(self, request: Request) -> Response:
         items, batch = decode_items(request.data, AttemptIn, plural="attempts")
@@ -130,10 +141,12 @@ class AttemptsApi(APIView):
 
 
 class BenchmarksApi(APIView):
+    """One benchmark result."""
+
     operation = "RecordBenchmark"
     parser_classes = [RawJSONParser]
 
-    @extend_schema(request=dict, responses={201: AcceptedSerializer})
+    @extend_schema(request={"application/json": request_schema(BenchmarkIn)}, responses={201: AcceptedSerializer})
     @idempotent_write
     def post(self, request: Request) -> Response:
         item = decode_item(request.data, BenchmarkIn)

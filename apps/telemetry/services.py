@@ -94,7 +94,9 @@ def bulk_writer(table: str, columns: Sequence[tuple[str, str]]) -> Iterator[Call
         names = ", ".join(name for name, _ in columns)
         copying = False
         try:
-            with transaction.atomic(), connection.cursor() as cursor:
+            # A savepoint only while we do not know whether the server takes COPY (a refusal must not
+            # spoil the caller's transaction); after that an error rolls back the caller's transaction.
+            with transaction.atomic(savepoint=_copy_supported is None), connection.cursor() as cursor:
                 set_json_dumps(_already_encoded, cursor.cursor)
                 with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
                     copying = _copy_supported = True

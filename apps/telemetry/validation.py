@@ -11,6 +11,7 @@ batch, and the error names its index and field.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import uuid
 from decimal import Decimal
@@ -177,6 +178,19 @@ def decode_items(body: bytes, item_type: type, *, plural: str) -> tuple[list[Any
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
         raise InvalidInput(f"`{plural}` must be a list of 1 to {MAX_BATCH} items.", code="invalid_batch")
     return items, True
+
+
+def request_schema(item_type: type, *, plural: str | None = None) -> dict:
+    """The OpenAPI (JSON Schema) of a request body, generated from the structs that validate it:
+    one item, or with `plural`, also `{"<plural>": [1 to 1,000 items]}`."""
+    item = msgspec.json.schema(item_type)["$defs"][item_type.__name__]
+    item = json.loads(json.dumps(item).replace(r"\\Z", "$"))  # in ECMA-262 regexes `$` is the end of input
+    if plural is None:
+        return item
+    batch = {"type": "object", "properties": {plural: {"type": "array", "items": item, "minItems": 1,
+                                                         "maxItems": MAX_BATCH}},
+             "required": [plural], "additionalProperties": False}
+    return {"oneOf": [item, batch]}
 
 
 # --- rules beyond types --------------------------------------------------------------------------

@@ -155,6 +155,7 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "ModeloMan API",
     "DESCRIPTION": "Control plane for fleets of semi-trusted AI agents.",
     "VERSION": "1.0.0",
+    "OAS_VERSION": "3.1.0",  # JSON Schema 2020-12: the telemetry request schemas come from msgspec
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
