@@ -221,9 +221,9 @@ def test_admin_pages_read_hypertables_and_continuous_aggregates(client):
     assert client.get(reverse("admin:telemetry_promptattempthourly_change", args=[row.pk])).status_code == 200
 
 
-def test_ingest_through_the_api_writes_hypertables_and_late_attempts_land_in_compressed_chunks(api_client):
+def test_ingest_through_the_api_writes_hypertables_and_late_rows_land_in_compressed_chunks(api_client):
     """The real endpoints on the engine: it refuses COPY FROM STDIN, so ingest falls back to
-    multi-row INSERT; a late attempt into an already compressed chunk is accepted."""
+    multi-row INSERT; late attempts and events into already compressed chunks are accepted."""
     from apps.keys.authentication import authenticate_token
     from apps.telemetry import services
     from tests.factories import issue_key, make_price
@@ -254,11 +254,19 @@ def test_ingest_through_the_api_writes_hypertables_and_late_attempts_land_in_com
         (Decimal("0.010001"), 1)]  # 5 x $0.002 + $0.000001
 
     run = api_client.post("/api/v1/runs", {"task": "t"}, format="json", HTTP_IDEMPOTENCY_KEY="ts-2", **headers)
-    events = api_client.post(f"/api/v1/runs/{run.json()['id']}/events", {"events": [{"kind": "step"}] * 3},
-                             format="json", HTTP_IDEMPOTENCY_KEY="ts-3", **headers)
+    events_url = f"/api/v1/runs/{run.json()['id']}/events"
+    old_events = {"events": [{"kind": "step", "time": (old + dt.timedelta(minutes=i)).isoformat()} for i in range(3)]}
+    first = api_client.post(events_url, old_events, format="json", HTTP_IDEMPOTENCY_KEY="ts-3", **headers)
+    events_compression_job, _ = job("policy_compression", "run_events")
+    with connection.cursor() as cursor:
+        cursor.execute("CALL run_job(%s)", [events_compression_job])
+    assert fetch("SELECT is_compressed FROM timescaledb_information.chunks WHERE hypertable_name = "
+                 "'run_events' AND range_start <= %s AND %s < range_end", [old, old]) == [(True,)]
+    late_event = {"kind": "late", "time": (old + dt.timedelta(minutes=45)).isoformat()}
+    late = api_client.post(events_url, late_event, format="json", HTTP_IDEMPOTENCY_KEY="ts-4", **headers)
     bench = api_client.post("/api/v1/benchmarks", {"suite": "s", "model": "gpt-test", "score": 0.5}, format="json",
-                            HTTP_IDEMPOTENCY_KEY="ts-4", **headers)
-    assert (run.status_code, events.status_code, bench.status_code) == (201, 201, 201)
+                            HTTP_IDEMPOTENCY_KEY="ts-5", **headers)
+    assert (run.status_code, first.status_code, late.status_code, bench.status_code) == (201, 201, 201, 201)
     assert fetch("SELECT (SELECT count(*) FROM run_events WHERE run_id = %s), "
                  "(SELECT count(*) FROM benchmarks WHERE agent_id = %s AND suite = 's' AND score = 0.5)",
-                 [run.json()["id"], principal.agent_id]) == [(3, 1)]
+                 [run.json()["id"], principal.agent_id]) == [(4, 1)]
