@@ -66,7 +66,7 @@ def uuid7_batch(count: int) -> list[uuid.UUID]:
     sorts in item order: §6.2, method 1) and 62 random bits. Time-ordered ids keep the primary
     key index append-only instead of touching a random page per row."""
     if count > 4096:
-        raise ValueError("a 12-bit sequence numbers at most 4096 ids")
+        raise ValueError("the 12-bit sequence number allows at most 4096 ids per call")
     prefix = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | 0b10 << 62  # timestamp, version, variant
     random_bits = os.urandom(8 * count)
     low62 = (1 << 62) - 1
