@@ -1,4 +1,5 @@
 import datetime as dt
+import uuid
 
 import pytest
 from django.contrib import admin
@@ -11,7 +12,7 @@ from django.utils import timezone
 from apps.keys.authentication import authenticate_token
 from apps.policy import services as policy_services
 from apps.telemetry.admin import BoundedCountPaginator
-from apps.telemetry.models import PromptAttempt, Run
+from apps.telemetry.models import Benchmark, PromptAttempt, Run, RunEvent
 from apps.telemetry.rollups import rollups_refresh
 from apps.telemetry.validation import AttemptIn, BenchmarkIn, RunEventIn
 from tests.factories import TEST_ACTOR, issue_key, make_cap, make_price
@@ -87,6 +88,18 @@ def test_telemetry_admin_finds_attempts_by_run_id_and_filters_by_model(operator,
     assert operator.get(url, {"q": "not-a-uuid"}).context["cl"].result_count == 0
     assert operator.get(url, {"model": "gpt-test", "success__exact": "1"}).context["cl"].result_count == 1
     assert operator.get(url, {"model": "other-model"}).context["cl"].result_count == 0
+
+
+@pytest.mark.parametrize("model", [PromptAttempt, RunEvent, Benchmark])
+def test_pasting_a_uuid_into_a_telemetry_search_never_scans_the_whole_table(rf, model):
+    """The search ORs every UUID column it offers; each must be indexed, or the OR is a full scan."""
+    model_admin = admin.site._registry[model]
+    queryset, _ = model_admin.get_search_results(rf.get("/"), model.objects.all(), str(uuid.uuid4()))
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # only an index can avoid a Seq Scan now
+        plan = queryset.order_by("-time")[:100].explain()
+    # Every searched column is an index condition: nothing is filtered row by row.
+    assert "Seq Scan" not in plan and "Filter:" not in plan, plan
 
 
 def test_above_its_bound_the_paginator_uses_the_planner_estimate(monkeypatch):

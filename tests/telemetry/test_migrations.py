@@ -40,15 +40,17 @@ def test_rollups_are_plain_tables_with_the_same_columns_as_the_continuous_aggreg
 
 
 @pytest.mark.django_db
-def test_indexes_for_time_project_agent_and_run_lookups():
+def test_indexes_for_time_project_agent_run_and_reservation_lookups():
     assert index_names("prompt_attempts") >= {"prompt_attempts_pkey", "prompt_attempts_time_idx",
                                               "prompt_attempts_project_time_idx", "prompt_attempts_agent_time_idx",
-                                              "prompt_attempts_run_time_idx"}
+                                              "prompt_attempts_run_time_idx", "prompt_attempts_reservation_idx"}
     assert index_names("run_events") >= {"run_events_pkey", "run_events_run_time_idx", "run_events_time_idx"}
     assert "benchmarks_pkey" in index_names("benchmarks")
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_get_indexdef('prompt_attempts_run_time_idx'::regclass)")
         assert cursor.fetchone()[0].endswith("WHERE (run_id IS NOT NULL)")
+        cursor.execute("SELECT pg_get_indexdef('prompt_attempts_reservation_idx'::regclass)")
+        assert cursor.fetchone()[0].endswith("WHERE (reservation_id IS NOT NULL)")
 
 
 @pytest.mark.django_db(transaction=True)

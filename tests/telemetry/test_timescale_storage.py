@@ -270,3 +270,19 @@ def test_ingest_through_the_api_writes_hypertables_and_late_rows_land_in_compres
     assert fetch("SELECT (SELECT count(*) FROM run_events WHERE run_id = %s), "
                  "(SELECT count(*) FROM benchmarks WHERE agent_id = %s AND suite = 's' AND score = 0.5)",
                  [run.json()["id"], principal.agent_id]) == [(4, 1)]
+
+
+def test_the_reservation_index_builds_beside_compressed_chunks():
+    insert_attempts([attempt(timezone.now() - dt.timedelta(days=10), project_id=new_project_id())])
+    compression_job, _ = job("policy_compression", "prompt_attempts")
+    with connection.cursor() as cursor:
+        cursor.execute("CALL run_job(%s)", [compression_job])
+    assert fetch("SELECT count(*) > 0 FROM timescaledb_information.chunks "
+                 "WHERE hypertable_name = 'prompt_attempts' AND is_compressed") == [(True,)]
+    try:
+        call_command("migrate", "telemetry", "0003", verbosity=0)
+        assert fetch("SELECT to_regclass('prompt_attempts_reservation_idx')") == [(None,)]
+    finally:
+        call_command("migrate", "telemetry", verbosity=0)
+    index = "prompt_attempts_reservation_idx"
+    assert fetch("SELECT to_regclass(%s)::text", [index]) == [(index,)]
