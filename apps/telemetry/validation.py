@@ -143,14 +143,20 @@ def _invalid(error: msgspec.ValidationError, *, batch: bool) -> ItemInvalid:
     return ItemInvalid(index, field, reason[:200])  # bounded: an unknown field's name is the caller's text
 
 
+def _malformed(error: Exception) -> InvalidInput:
+    if isinstance(error, RecursionError):  # msgspec refuses nesting deeper than its recursion limit
+        return InvalidInput("The body is nested too deeply.", code="malformed_request")
+    return InvalidInput(f"The body is not valid JSON: {error}.", code="malformed_request")
+
+
 def decode_item(body: bytes, item_type: type) -> Any:
     """A request body holding exactly one `item_type` item."""
     try:
         return _DECODERS[item_type][0].decode(body)
     except msgspec.ValidationError as error:
         raise _invalid(error, batch=False) from None
-    except msgspec.DecodeError as error:
-        raise InvalidInput(f"The body is not valid JSON: {error}.", code="malformed_request") from None
+    except (msgspec.DecodeError, RecursionError) as error:
+        raise _malformed(error) from None
 
 
 def decode_items(body: bytes, item_type: type, *, plural: str) -> tuple[list[Any], bool]:
@@ -162,8 +168,8 @@ def decode_items(body: bytes, item_type: type, *, plural: str) -> tuple[list[Any
     except msgspec.ValidationError:
         raise InvalidInput(f"The body must be a JSON object: one item, or {{\"{plural}\": [...]}}.",
                            code="invalid_batch") from None
-    except msgspec.DecodeError as error:
-        raise InvalidInput(f"The body is not valid JSON: {error}.", code="malformed_request") from None
+    except (msgspec.DecodeError, RecursionError) as error:
+        raise _malformed(error) from None
     if plural not in fields:
         return [decode_item(body, item_type)], False
     if len(fields) != 1:
@@ -171,6 +177,8 @@ def decode_items(body: bytes, item_type: type, *, plural: str) -> tuple[list[Any
     raw = fields[plural]
     try:
         items = many.decode(raw)
+    except RecursionError as error:
+        raise _malformed(error) from None
     except msgspec.ValidationError as error:
         if not str(error).endswith("`$`"):  # the error is inside an item
             raise _invalid(error, batch=True) from None

@@ -135,7 +135,10 @@ def test_edge_case_fields_are_refused_and_the_detail_stays_bounded(api_client, b
     assert count("prompt_attempts") == 0
 
 
-@pytest.mark.parametrize("raw", [b'{"model": "gpt-test"', b"\xff\xfe", b'{"model": "\\ud800"}', b"{} trailing"])
+@pytest.mark.parametrize("raw", [b'{"model": "gpt-test"', b"\xff\xfe", b'{"model": "\\ud800"}', b"{} trailing",
+                                 b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # deeper than any decoder goes
+                                 b'{"attempts": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}"],
+                         ids=["truncated", "not-utf8", "lone-surrogate", "trailing", "deep", "deep-in-batch"])
 def test_bodies_that_are_not_json_are_400_malformed_request(api_client, bearer, agent_token, raw):
     response = api_client.post(ATTEMPTS, raw, content_type="application/json", **bearer(agent_token))
     assert (response.status_code, response.json()["code"]) == (400, "malformed_request")
