@@ -80,8 +80,7 @@ def count_and_clear() -> int:
 def writer(work: Callable[[int], None], share: int, ready, results) -> None:
     """One writer process: its own connection and caches, then its share of the work."""
     try:
-        listener.wait_until_healthy()
-        services.attempts_record  # noqa: B018  # imported before the clock starts
+        listener.wait_until_healthy()  # this process's caches serve only once it listens
         ready.wait()
         start = time.perf_counter()  # CLOCK_MONOTONIC: comparable across processes
         work(share)

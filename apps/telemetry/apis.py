@@ -109,7 +109,15 @@ class RawJSONParser(BaseParser):
     media_type = "application/json"
 
     def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> bytes:
-        return stream.read() if stream is not None else b""
+        # Django's `body`, not `stream.read()`: it enforces DATA_UPLOAD_MAX_MEMORY_SIZE.
+        return parser_context["request"].body
+
+
+def json_body(request: Request) -> bytes:
+    """The body after content negotiation (415 unless JSON). DRF does not call the parser for an
+    empty body; that comes back as b"" and fails decoding like any other non-JSON."""
+    data = request.data
+    return data if isinstance(data, bytes) else b""
 
 
 class RunEventsApi(APIView):
@@ -122,7 +130,7 @@ class RunEventsApi(APIView):
                    responses={201: AcceptedSerializer})
     @idempotent_write
     def post(self, request: Request, run_id: uuid.UUID) -> Response:
-        items, batch = decode_items(request.data, RunEventIn, plural="events")
+        items, batch = decode_items(json_body(request), RunEventIn, plural="events")
         return _accepted(services.run_events_record(principal=request.auth, run_id=run_id, items=items, batch=batch))
 
 
@@ -136,7 +144,7 @@ class AttemptsApi(APIView):
                    responses={201: AcceptedSerializer})
     @idempotent_write
     def post(self, request: Request) -> Response:
-        items, batch = decode_items(request.data, AttemptIn, plural="attempts")
+        items, batch = decode_items(json_body(request), AttemptIn, plural="attempts")
         return _accepted(services.attempts_record(principal=request.auth, items=items, batch=batch))
 
 
@@ -149,7 +157,7 @@ class BenchmarksApi(APIView):
     @extend_schema(request={"application/json": request_schema(BenchmarkIn)}, responses={201: AcceptedSerializer})
     @idempotent_write
     def post(self, request: Request) -> Response:
-        item = decode_item(request.data, BenchmarkIn)
+        item = decode_item(json_body(request), BenchmarkIn)
         return _accepted([services.benchmark_record(principal=request.auth, item=item)])
 
 

@@ -135,14 +135,21 @@ def test_edge_case_fields_are_refused_and_the_detail_stays_bounded(api_client, b
     assert count("prompt_attempts") == 0
 
 
-@pytest.mark.parametrize("raw", [b'{"model": "gpt-test"', b"\xff\xfe", b'{"model": "\\ud800"}', b"{} trailing",
+@pytest.mark.parametrize("raw", [b"", b'{"model": "gpt-test"', b"\xff\xfe", b'{"model": "\\ud800"}', b"{} trailing",
                                  b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",  # deeper than any decoder goes
                                  b'{"attempts": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}"],
-                         ids=["truncated", "not-utf8", "lone-surrogate", "trailing", "deep", "deep-in-batch"])
+                         ids=["empty", "truncated", "not-utf8", "lone-surrogate", "trailing", "deep", "deep-in-batch"])
 def test_bodies_that_are_not_json_are_400_malformed_request(api_client, bearer, agent_token, raw):
     response = api_client.post(ATTEMPTS, raw, content_type="application/json", **bearer(agent_token))
     assert (response.status_code, response.json()["code"]) == (400, "malformed_request")
     assert count("prompt_attempts") == 0
+
+
+@pytest.mark.parametrize("url", ["/api/v1/attempts", "/api/v1/benchmarks", "/api/v1/runs/{run}/events"])
+def test_an_empty_body_is_400_on_every_telemetry_endpoint(api_client, bearer, agent_token, url):
+    run = services.run_start(principal=authenticate_token(agent_token), task="t", metadata={})
+    response = api_client.post(url.format(run=run.pk), b"", content_type="application/json", **bearer(agent_token))
+    assert (response.status_code, response.json()["code"]) == (400, "malformed_request")
 
 
 def test_telemetry_must_be_sent_as_json(api_client, bearer, agent_token):
