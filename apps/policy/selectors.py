@@ -151,7 +151,11 @@ def price_history(model: str) -> tuple[Price, ...]:
 
 
 def price_at(history: tuple[Price, ...], at: dt.datetime) -> Price | None:
-    return next((p for p in history if p.effective_from <= at), None)
+    """The price in force at `at` (newest first, so usually the first one); None if unpriced then."""
+    for price in history:  # a plain loop: ingest calls this once per attempt
+        if price.effective_from <= at:
+            return price
+    return None
 
 
 def price_for(model: str, at: dt.datetime) -> Price | None:

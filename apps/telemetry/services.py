@@ -227,8 +227,7 @@ def attempts_record(*, principal: Any, items: Sequence[AttemptIn], batch: bool) 
             moment = window.check(attempt.time, index)
             reported = checked_money(attempt.reported_cost_usd, index, "reported_cost_usd")
             attributes = encoded_attributes(attempt.attributes, index)
-            history = prices[attempt.model]
-            price = history[0] if history and history[0].effective_from <= moment else price_at(history, moment)
+            price = price_at(prices[attempt.model], moment)
             cost = price.cost(attempt.input_tokens, attempt.output_tokens) if price else None
             tokens = attempt.input_tokens + attempt.output_tokens
             charged = cost if cost is not None else (reported or Decimal(0))
