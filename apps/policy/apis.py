@@ -26,8 +26,15 @@ from modeloman.serializers import (
 )
 
 MAX_TOKENS = 10**9
-model_name_field = StrictCharField(
-    max_length=128, validators=[RegexValidator(MODEL_NAME_RE, "Not a valid model name.", code="invalid_model")])
+
+
+def _model_name(**kwargs) -> StrictCharField:
+    # Not trimmed: a name with surrounding whitespace is refused, not silently changed.
+    return StrictCharField(max_length=128, trim_whitespace=False, **kwargs,
+                           validators=[RegexValidator(MODEL_NAME_RE, "Not a valid model name.", code="invalid_model")])
+
+
+model_name_field = _model_name()
 
 
 def _money(**kwargs) -> StrictDecimalField:
@@ -164,8 +171,7 @@ class CapInputSerializer(StrictSerializer):
     metric = serializers.ChoiceField(choices=PolicyCap.Metric.choices)
     window = serializers.ChoiceField(choices=PolicyCap.Window.choices)
     limit = StrictDecimalField(max_digits=18, decimal_places=6, min_value=Decimal("0.000001"), max_value=MAX_AMOUNT)
-    model = StrictCharField(max_length=128, required=False, allow_blank=True,
-                                  validators=[RegexValidator(f"{MODEL_NAME_RE}|^$", "Not a valid model name.")])
+    model = _model_name(required=False, allow_blank=True)
     mode = serializers.ChoiceField(choices=PolicyCap.Mode.choices, required=False)
     enabled = StrictBooleanField(required=False)
 

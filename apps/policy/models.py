@@ -12,16 +12,31 @@ from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Func, Q, Value
+from django.db.models.lookups import Regex
 from django.utils import timezone
 
 from apps.keys.models import Agent, Project
 
-MODEL_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}$"
+_MODEL_NAME = r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}"
+# \A and \Z, not ^ and $: Python's `$` also matches before a final newline. Both anchors mean
+# the same in Python and in PostgreSQL regular expressions, so the CHECK constraints below use
+# the very same patterns.
+MODEL_NAME_RE = rf"\A{_MODEL_NAME}\Z"
+_MODEL_NAME_LIST_RE = rf"\A{_MODEL_NAME}(?: {_MODEL_NAME})*\Z"  # names joined by spaces
 MODEL_NAME_VALIDATOR = RegexValidator(
-    MODEL_NAME_RE, "Model names are 1-128 letters, digits or . _ : / @ + -, starting with a letter or digit."
+    MODEL_NAME_RE, "Model names are 1-128 letters, digits or . _ : / @ + -, starting with a letter or digit.",
+    code="invalid_model",
 )
 MAX_AMOUNT = Decimal("1000000000000")  # 1e12: tokens, requests or USD; anything larger is an error
+
+
+def model_names_check(name: str) -> models.CheckConstraint:
+    """`allowed_models` holds only valid names (and no NULLs, which array_to_string shows as `*`)."""
+    joined = Func(F("allowed_models"), Value(" "), Value("*"), function="array_to_string",
+                  output_field=models.TextField())
+    return models.CheckConstraint(
+        condition=Q(allowed_models=[]) | Q(Regex(joined, Value(_MODEL_NAME_LIST_RE))), name=name)
 
 
 class SubjectType(models.TextChoices):
@@ -104,6 +119,7 @@ class Policy(SubjectMixin):
                                     name="policy_one_per_project"),
             models.UniqueConstraint(fields=["agent"], condition=Q(subject_type="agent"),
                                     name="policy_one_per_agent"),
+            model_names_check("policy_allowed_models_valid"),
         ]
 
     def __str__(self) -> str:
@@ -144,6 +160,8 @@ class PolicyCap(SubjectMixin):
         constraints = [
             SubjectMixin.subject_check("policycap_one_subject"),
             models.CheckConstraint(condition=Q(limit__gt=0), name="policycap_limit_positive"),
+            models.CheckConstraint(condition=Q(model="") | Q(model__regex=MODEL_NAME_RE),
+                                   name="policycap_model_name_valid"),
         ]
 
     def __str__(self) -> str:
@@ -165,6 +183,7 @@ class ModelPrice(models.Model):
         ordering = ["model", "-effective_from"]
         constraints = [
             models.UniqueConstraint(fields=["model", "effective_from"], name="modelprice_unique_from"),
+            models.CheckConstraint(condition=Q(model__regex=MODEL_NAME_RE), name="modelprice_model_name_valid"),
         ]
 
     def __str__(self) -> str:
