@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
 from django.db.models import BooleanField, Model, QuerySet
 from django.db.models.expressions import RawSQL
 from django.http import HttpRequest, HttpResponse
@@ -172,6 +173,19 @@ class PolicyAdmin(PolicySwitchActions, admin.ModelAdmin):
         return False  # reset a policy by editing it; its history is in the audit trail
 
 
+class CapChangeList(ChangeList):
+    """Attaches each listed cap's current ledger row, read in one query for this page only.
+    Kept on the caps of this request's ChangeList, never on the ModelAdmin, which every
+    request (and thread) shares."""
+
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        self.result_list = list(self.result_list)
+        usage = current_usage(self.result_list)
+        for cap in self.result_list:
+            cap.current_ledger = usage.get(cap.pk)
+
+
 @admin.register(PolicyCap)
 class PolicyCapAdmin(admin.ModelAdmin):
     list_display = ("id", "subject_label", "metric", "window", "limit", "model", "mode", "enabled", "usage")
@@ -179,13 +193,12 @@ class PolicyCapAdmin(admin.ModelAdmin):
     list_select_related = ("project", "agent__project")
     fields = ("subject_type", "project", "agent", "metric", "window", "limit", "model", "mode", "enabled")
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
-        self._usage = current_usage(PolicyCap.objects.all())  # one query for the whole page
-        return super().changelist_view(request, extra_context)
+    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
+        return CapChangeList
 
     @admin.display(description="current window: used + reserved / limit")
     def usage(self, cap: PolicyCap) -> str:
-        ledger = getattr(self, "_usage", {}).get(cap.pk)
+        ledger = getattr(cap, "current_ledger", None)
         if ledger is None:
             return "unused"
         return f"{ledger.used:g} + {ledger.reserved:g} / {ledger.limit_snapshot:g}"

@@ -80,3 +80,34 @@ def test_decisions_list_filters_by_reason(operator):
     assert f"cap_exceeded:{cap.pk}" not in operator.get(url, {"reason": "kill_switch"}).content.decode()
     usage_page = operator.get(reverse("admin:policy_policycap_changelist")).content.decode()
     assert "unused" in usage_page
+
+
+def test_caps_changelist_computes_usage_for_its_page_only_and_keeps_nothing_on_the_shared_admin(
+        operator, monkeypatch):
+    from django.contrib import admin
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from apps.policy.models import UsageLedger
+    from apps.policy.windows import window_start
+
+    caps = [make_cap(metric="tokens", limit=str(100 * (i + 1))) for i in range(3)]
+    for i, cap in enumerate(caps):
+        UsageLedger.objects.create(cap=cap, window_start=window_start(cap.window, timezone.now()),
+                                   used=10 + i, reserved=1, limit_snapshot=cap.limit)
+    model_admin = admin.site._registry[PolicyCap]
+    monkeypatch.setattr(model_admin, "list_per_page", 2)
+    state_before = set(vars(model_admin))
+
+    url = reverse("admin:policy_policycap_changelist")
+    with CaptureQueriesContext(connection) as queries:
+        first = operator.get(url).content.decode()
+    ledger_reads = [q["sql"] for q in queries if '"policy_usageledger"' in q["sql"]]
+    second = operator.get(url, {"p": 2}).content.decode()
+
+    usage = [f"{10 + i}.000000 + 1.000000 / {100 * (i + 1)}.000000" for i in range(3)]
+    assert usage[0] in first and usage[1] in first and usage[2] not in first
+    assert usage[2] in second and usage[0] not in second
+    assert len(ledger_reads) == 1 and ledger_reads[0].count('"cap_id" =') == 2  # the page's two caps
+    assert set(vars(model_admin)) == state_before  # nothing per-request on the shared instance
