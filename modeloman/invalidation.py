@@ -1,8 +1,9 @@
 """Process-local caches that every process drops within milliseconds of a change.
 
 Hot paths (key verification, effective policy) read from a dict in this process. A change
-that must take effect everywhere (revocation, expiry change, agent disable, kill switch)
-calls `broadcast()` inside its transaction: that clears this process's caches at once and
+that must take effect everywhere — anything a cached principal or effective policy depends
+on: revocation, expiry change, any agent change (status, project, name), a project's slug,
+policy, caps, prices — calls `broadcast()` inside its transaction: that clears this process's caches at once and
 sends `pg_notify`, which PostgreSQL delivers to every listening process when — and only
 if — the transaction commits. Each process runs one listener thread.
 

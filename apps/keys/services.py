@@ -47,17 +47,22 @@ def _save_audited(*, actor: Actor, instance, fields: tuple[str, ...], kind: str)
 
 @transaction.atomic
 def project_save(*, actor: Actor, project: Project) -> Project:
-    """Create or update a project (validated, audited)."""
-    _save_audited(actor=actor, instance=project, fields=PROJECT_FIELDS, kind="project")
+    """Create or update a project (validated, audited). A new slug reaches every process within a second."""
+    before, after = _save_audited(actor=actor, instance=project, fields=PROJECT_FIELDS, kind="project")
+    if before is not None and before["slug"] != after["slug"]:
+        broadcast("project")  # cached principals carry the slug
     return project
 
 
 @transaction.atomic
 def agent_save(*, actor: Actor, agent: Agent) -> Agent:
-    """Create or update an agent. A status change reaches every process within a second."""
+    """Create or update an agent. Any change reaches every process within a second."""
     before, after = _save_audited(actor=actor, instance=agent, fields=AGENT_FIELDS, kind="agent")
-    if before is not None and before["status"] != after["status"]:
-        broadcast("agent")  # a disabled agent's keys stop working everywhere
+    if before is not None and before != after:
+        # Every agent field is cached: status decides authentication (disabled) and access
+        # (quarantined), project decides which project policy and caps apply, and the name
+        # and project are part of the principal.
+        broadcast("agent")
     return agent
 
 
