@@ -71,6 +71,9 @@ class MissingScope(Forbidden):
     code = "missing_scope"
 
 
+QUARANTINED = "quarantined"  # apps.keys.models.Agent.Status.QUARANTINED (no app import here)
+
+
 def require_access(operation_name: str, principal: Any) -> None:
     """Raise unless `principal` may call the operation. Unknown operations are denied."""
     operation = OPERATIONS.get(operation_name)
@@ -84,6 +87,9 @@ def require_access(operation_name: str, principal: Any) -> None:
         raise NotAuthenticated("A valid API key is required.")
     if operation.scope is not None and operation.scope not in principal.scopes:
         raise MissingScope(f"This key lacks the `{operation.scope}` scope.", scope=operation.scope)
+    if (operation.access is AccessClass.WRITE and operation.scope is not Scope.TELEMETRY_WRITE
+            and getattr(principal, "agent_status", None) == QUARANTINED):
+        raise Forbidden("A quarantined agent may read and report telemetry, nothing else.", code="agent_quarantined")
 
 
 class OperationPermission(BasePermission):

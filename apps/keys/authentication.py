@@ -38,6 +38,7 @@ class Principal:
     project_slug: str | None
     scopes: frozenset[str]
     expires_at: dt.datetime | None
+    agent_status: str | None = None  # a quarantined agent may only read and report telemetry
 
     is_authenticated = True  # lets DRF and Django treat it as request.user
 
@@ -88,6 +89,7 @@ def _load_record(key_id: str) -> _KeyRecord | None:
         project_slug=agent.project.slug if agent else None,
         scopes=frozenset(api_key.scopes),
         expires_at=api_key.effective_expiry,
+        agent_status=agent.status if agent else None,
     )
     return _KeyRecord(
         principal=principal,

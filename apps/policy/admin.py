@@ -188,10 +188,13 @@ class CapChangeList(ChangeList):
 
 @admin.register(PolicyCap)
 class PolicyCapAdmin(admin.ModelAdmin):
-    list_display = ("id", "subject_label", "metric", "window", "limit", "model", "mode", "enabled", "usage")
+    list_display = ("id", "subject_label", "metric", "window", "limit", "model", "mode", "enabled", "usage",
+                    "created_by")
     list_filter = ("subject_type", "metric", "window", "mode", "enabled")
-    list_select_related = ("project", "agent__project")
-    fields = ("subject_type", "project", "agent", "metric", "window", "limit", "model", "mode", "enabled")
+    list_select_related = ("project", "agent__project", "created_by_key__agent__project", "created_by_user")
+    fields = ("subject_type", "project", "agent", "metric", "window", "limit", "model", "mode", "enabled",
+              "created_by")
+    readonly_fields = ("created_by",)
 
     def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
         return CapChangeList
@@ -206,6 +209,15 @@ class PolicyCapAdmin(admin.ModelAdmin):
     @admin.display(description="subject")
     def subject_label(self, cap: PolicyCap) -> str:
         return cap.subject_label
+
+    @admin.display(description="created by")
+    def created_by(self, cap: PolicyCap) -> str:
+        """An agent may loosen or delete the caps it created; anything else is for operators."""
+        if cap.created_by_key is not None:
+            return f"agent {cap.created_by_key.agent} (key {cap.created_by_key.key_id})"
+        if cap.created_by_user is not None:
+            return f"user {cap.created_by_user.get_username()}"
+        return "-"
 
     def save_model(self, request: HttpRequest, obj: PolicyCap, form: forms.Form, change: bool) -> None:
         services.cap_save(actor=_actor(request), cap=obj)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from urllib.parse import urlencode
 
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema
@@ -11,12 +12,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.audit.services import Actor
-from apps.keys.models import Agent
 from apps.policy import selectors, services
 from apps.policy.models import MAX_AMOUNT, MODEL_NAME_RE, Policy, PolicyCap, SubjectType
 from apps.telemetry.idempotency import idempotent_write
-from modeloman.problems import Forbidden, NotFound
 from modeloman.serializers import (
     StrictBooleanField,
     StrictCharField,
@@ -39,18 +37,6 @@ model_name_field = _model_name()
 
 def _money(**kwargs) -> StrictDecimalField:
     return StrictDecimalField(max_digits=18, decimal_places=6, min_value=Decimal(0), max_value=MAX_AMOUNT, **kwargs)
-
-
-def _own_agent(principal) -> Agent:
-    if principal.agent_id is None:
-        raise Forbidden("Only agent keys have a policy.", code="not_an_agent")
-    return Agent.objects.select_related("project").get(pk=principal.agent_id)
-
-
-def _subject_kwargs(agent: Agent, subject: str) -> dict:
-    if subject == SubjectType.AGENT:
-        return {"subject_type": SubjectType.AGENT, "agent": agent}
-    return {"subject_type": SubjectType.PROJECT, "project": agent.project}
 
 
 class CapStatusSerializer(serializers.Serializer):
@@ -118,7 +104,8 @@ class CapSerializer(serializers.ModelSerializer):
 
 
 class PolicyApi(APIView):
-    """GET: the calling agent's effective policy. PUT: change its agent or project level."""
+    """GET: the calling agent's effective policy. PUT: tighten its agent or project level
+    (loosening is for operators; see docs/policy.md)."""
 
     operations = {"GET": "GetPolicy", "PUT": "SetPolicy"}
 
@@ -136,7 +123,7 @@ class PolicyApi(APIView):
 
     @extend_schema(responses=LevelSerializer(many=True))
     def get(self, request: Request) -> Response:
-        agent = _own_agent(request.auth)
+        agent = selectors.agent_of(request.auth)
         policy = selectors.effective_policy(agent.pk)
         levels = selectors.policies_for_agent(agent)
         caps = selectors.caps_for_agent(agent)
@@ -150,16 +137,9 @@ class PolicyApi(APIView):
     @extend_schema(request=InputSerializer, responses=LevelSerializer)
     @idempotent_write
     def put(self, request: Request) -> Response:
-        agent = _own_agent(request.auth)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        changes = dict(data.validated_data)
-        subject = changes.pop("subject")
-        reason = changes.pop("reason", "")
-        if changes.get("kill_switch") is False:
-            raise Forbidden("Only an operator can release a kill switch.", code="kill_switch_release_requires_operator")
-        policy = services.policy_set(actor=Actor.for_principal(request.auth), reason=reason,
-                                     **_subject_kwargs(agent, subject), **changes)
+        policy = services.policy_set_for_agent(principal=request.auth, **data.validated_data)
         return Response(LevelSerializer(policy).data)
 
 
@@ -176,67 +156,74 @@ class CapInputSerializer(StrictSerializer):
     enabled = StrictBooleanField(required=False)
 
 
+class CapWithUsageSerializer(CapSerializer):
+    used = serializers.DecimalField(max_digits=20, decimal_places=6, read_only=True)
+    reserved = serializers.DecimalField(max_digits=20, decimal_places=6, read_only=True)
+
+    class Meta(CapSerializer.Meta):
+        fields = [*CapSerializer.Meta.fields, "used", "reserved"]
+
+
+class CapPageSerializer(serializers.Serializer):
+    results = CapWithUsageSerializer(many=True)
+    next = serializers.URLField(allow_null=True)
+
+
 class CapsApi(APIView):
-    """GET: caps that apply to the calling agent, with current usage. POST: add one."""
+    """GET: caps that apply to the calling agent, with current usage, a page at a time
+    (`?limit=` up to 200, then follow `next`). POST: add one."""
 
     operations = {"GET": "ListPolicyCaps", "POST": "UpsertPolicyCap"}
+
+    class PageSerializer(serializers.Serializer):  # query parameters
+        limit = serializers.IntegerField(min_value=1, max_value=selectors.MAX_CAPS_PAGE, required=False,
+                                         default=selectors.DEFAULT_CAPS_PAGE)
+        after = serializers.IntegerField(min_value=0, required=False, default=0)
 
     class CreateSerializer(CapInputSerializer):
         subject = serializers.ChoiceField(choices=[SubjectType.AGENT, SubjectType.PROJECT])
 
-    @extend_schema(responses=CapSerializer(many=True))
+    @extend_schema(parameters=[PageSerializer], responses=CapPageSerializer)
     def get(self, request: Request) -> Response:
-        agent = _own_agent(request.auth)
-        caps = selectors.caps_for_agent(agent)
+        query = self.PageSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        agent = selectors.agent_of(request.auth)
+        caps, next_after = selectors.caps_page_for_agent(agent, **query.validated_data)
         usage = selectors.current_usage(caps)
-        rows = []
-        for cap, item in zip(caps, CapSerializer(caps, many=True).data, strict=True):
+        for cap in caps:
             ledger = usage.get(cap.pk)
-            item["used"] = str(ledger.used) if ledger else "0"
-            item["reserved"] = str(ledger.reserved) if ledger else "0"
-            rows.append(item)
-        return Response(rows)
+            cap.used, cap.reserved = (ledger.used, ledger.reserved) if ledger else (Decimal(0), Decimal(0))
+        next_url = None
+        if next_after is not None:
+            params = urlencode({"limit": query.validated_data["limit"], "after": next_after})
+            next_url = request.build_absolute_uri(f"{request.path}?{params}")
+        return Response({"results": CapWithUsageSerializer(caps, many=True).data, "next": next_url})
 
     @extend_schema(request=CreateSerializer, responses=CapSerializer)
     @idempotent_write
     def post(self, request: Request) -> Response:
-        agent = _own_agent(request.auth)
         data = self.CreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        fields = dict(data.validated_data)
-        cap = PolicyCap(**_subject_kwargs(agent, fields.pop("subject")), **fields)
-        cap = services.cap_save(actor=Actor.for_principal(request.auth), cap=cap)
+        cap = services.cap_upsert_for_agent(principal=request.auth, **data.validated_data)
         return Response(CapSerializer(cap).data, status=status.HTTP_201_CREATED)
 
 
 class CapDetailApi(APIView):
-    """PUT replaces a cap's settings; DELETE removes it. Only the caller's own agent or project caps."""
+    """PUT changes a cap the caller can see (tighten anyone's, loosen only its own); DELETE
+    removes one the caller created."""
 
     operations = {"PUT": "UpsertPolicyCap", "DELETE": "DeletePolicyCap"}
-
-    def _own_cap(self, request: Request, cap_id: int) -> PolicyCap:
-        agent = _own_agent(request.auth)
-        cap = selectors.caps_for_agent(agent).filter(pk=cap_id).first()
-        if cap is None:
-            raise NotFound("No such cap.", code="cap_not_found")  # same answer for other projects' caps
-        if cap.subject_type == SubjectType.GLOBAL:
-            raise Forbidden("Global caps are changed by operators only.", code="global_policy_is_operator_only")
-        return cap
 
     @extend_schema(request=CapInputSerializer, responses=CapSerializer)
     @idempotent_write
     def put(self, request: Request, cap_id: int) -> Response:
-        cap = self._own_cap(request, cap_id)
         data = CapInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        for name, value in data.validated_data.items():
-            setattr(cap, name, value)
-        cap = services.cap_save(actor=Actor.for_principal(request.auth), cap=cap)
+        cap = services.cap_upsert_for_agent(principal=request.auth, cap_id=cap_id, **data.validated_data)
         return Response(CapSerializer(cap).data)
 
     @extend_schema(request=None, responses={204: None})
     @idempotent_write
     def delete(self, request: Request, cap_id: int) -> Response:
-        cap = self._own_cap(request, cap_id)
-        services.cap_delete(actor=Actor.for_principal(request.auth), cap=cap)
+        services.cap_delete_for_agent(principal=request.auth, cap_id=cap_id)
         return Response(status=status.HTTP_204_NO_CONTENT)

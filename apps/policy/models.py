@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -16,7 +17,7 @@ from django.db.models import F, Func, Q, Value
 from django.db.models.lookups import Regex
 from django.utils import timezone
 
-from apps.keys.models import Agent, Project
+from apps.keys.models import Agent, ApiKey, Project
 
 _MODEL_NAME = r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}"
 # \A and \Z, not ^ and $: Python's `$` also matches before a final newline. Both anchors mean
@@ -152,6 +153,12 @@ class PolicyCap(SubjectMixin):
                              help_text="Only count this model. Empty: every model.")
     mode = models.CharField(max_length=8, choices=Mode.choices, default=Mode.ENFORCE)
     enabled = models.BooleanField(default=True)
+    # Who created the cap: an agent's key (that agent may later loosen or delete it) or a staff
+    # user. Neither (system, or before this was recorded): only operators may loosen it.
+    created_by_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, null=True, blank=True, editable=False,
+                                       related_name="+")
+    created_by_user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                        editable=False, related_name="+")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -167,6 +174,20 @@ class PolicyCap(SubjectMixin):
     def __str__(self) -> str:
         model = f" {self.model}" if self.model else ""
         return f"cap#{self.pk} {self.metric}{model} ≤ {self.limit:g}/{self.window} ({self.subject_label})"
+
+    def clean(self) -> None:
+        super().clean()
+        if self._state.adding and self.subject_type and self.subject_is_full():
+            raise ValidationError(self.too_many_message(), code="too_many_caps")
+
+    def subject_is_full(self) -> bool:
+        """Whether this cap's subject already has MAX_CAPS_PER_SUBJECT caps."""
+        siblings = PolicyCap.objects.filter(subject_type=self.subject_type, project_id=self.project_id,
+                                            agent_id=self.agent_id)
+        return siblings.count() >= settings.MAX_CAPS_PER_SUBJECT
+
+    def too_many_message(self) -> str:
+        return f"A subject has at most {settings.MAX_CAPS_PER_SUBJECT} caps; {self.subject_label} has that many."
 
 
 class ModelPrice(models.Model):

@@ -12,6 +12,7 @@ from django.db.models import Q
 from apps.keys.models import Agent
 from apps.policy.models import ModelPrice, Policy, PolicyCap, SubjectType, UsageLedger
 from modeloman.invalidation import ProcessCache
+from modeloman.problems import Forbidden, NotFound
 
 MILLION = Decimal(1_000_000)
 _LEVEL_ORDER = {SubjectType.GLOBAL: 0, SubjectType.PROJECT: 1, SubjectType.AGENT: 2}
@@ -163,6 +164,16 @@ def price_for(model: str, at: dt.datetime) -> Price | None:
     return price_at(price_history(model), at)
 
 
+def agent_of(principal) -> Agent:
+    """The calling key's agent (with its project); operator keys have none."""
+    if principal.agent_id is None:
+        raise Forbidden("Only agent keys have a policy.", code="not_an_agent")
+    agent = Agent.objects.select_related("project").filter(pk=principal.agent_id).first()
+    if agent is None:
+        raise NotFound("Agent not found.")
+    return agent
+
+
 def policies_for_agent(agent: Agent) -> list[Policy]:
     """The policy rows that apply to an agent, global first."""
     return sorted(Policy.objects.filter(_subject_filter(agent)), key=lambda p: _LEVEL_ORDER[p.subject_type])
@@ -171,6 +182,19 @@ def policies_for_agent(agent: Agent) -> list[Policy]:
 def caps_for_agent(agent: Agent):
     """Every cap (enabled or not) that applies to an agent: global, its project's, its own."""
     return PolicyCap.objects.filter(_subject_filter(agent)).order_by("id")
+
+
+DEFAULT_CAPS_PAGE, MAX_CAPS_PAGE = 50, 200
+
+
+def caps_page_for_agent(agent: Agent, *, limit: int = DEFAULT_CAPS_PAGE, after: int = 0
+                        ) -> tuple[list[PolicyCap], int | None]:
+    """One page of `caps_for_agent`, in id order after cap id `after`, and the `after` of the
+    next page (None on the last). Keyset paging: stable while caps are added or removed."""
+    caps = list(caps_for_agent(agent).filter(pk__gt=after)[: limit + 1])
+    if len(caps) > limit:
+        return caps[:limit], caps[limit - 1].pk
+    return caps, None
 
 
 def current_usage(caps, now: dt.datetime | None = None) -> dict[int, UsageLedger]:

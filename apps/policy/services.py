@@ -23,11 +23,11 @@ from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record, snapshot
 from apps.keys.models import Agent
-from apps.policy.models import AdmissionDecision, ModelPrice, Policy, PolicyCap, Reservation
-from apps.policy.selectors import CapRule, EffectivePolicy, effective_policy, price_for
+from apps.policy.models import AdmissionDecision, ModelPrice, Policy, PolicyCap, Reservation, SubjectType
+from apps.policy.selectors import CapRule, EffectivePolicy, caps_for_agent, effective_policy, price_for
 from apps.policy.windows import window_start
 from modeloman.invalidation import broadcast
-from modeloman.problems import Conflict, Forbidden, NotFound
+from modeloman.problems import Conflict, Forbidden, InvalidInput, NotFound
 
 POLICY_FIELDS = ("subject_type", "project", "agent", "kill_switch", "kill_switch_reason", "dry_run",
                  "allowed_models", "allow_unpriced_models", "max_tokens_per_attempt", "max_cost_per_attempt",
@@ -304,8 +304,20 @@ def usage_record(*, agent_id: int, usages: Iterable[Usage]) -> None:
 # --- policy, caps and prices --------------------------------------------------------------------------
 
 
+def _lock_subject(kind: str, *, subject_type: str, project=None, agent=None) -> None:
+    """Serialize writes to one subject's policy row or caps until the transaction ends, so two
+    first writes cannot both insert a policy row, nor two new caps both pass the bound."""
+    project_id = getattr(project, "pk", project)
+    agent_id = getattr(agent, "pk", agent)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                       [f"{kind}:{subject_type}:{project_id}:{agent_id}"])
+
+
 def policy_for_subject(*, subject_type: str, project=None, agent=None, lock: bool = False) -> Policy:
     """The subject's policy row, unsaved (and default) if it has none yet."""
+    if lock:
+        _lock_subject("policy", subject_type=subject_type, project=project, agent=agent)
     queryset = Policy.objects.select_for_update() if lock else Policy.objects
     existing = queryset.filter(subject_type=subject_type, project=project, agent=agent).first()
     return existing or Policy(subject_type=subject_type, project=project, agent=agent)
@@ -314,8 +326,13 @@ def policy_for_subject(*, subject_type: str, project=None, agent=None, lock: boo
 @transaction.atomic
 def policy_set(*, actor: Actor, subject_type: str, project=None, agent=None, reason: str = "",
                **changes: object) -> Policy:
-    """Create or change a subject's policy. Takes effect in every process within a second."""
+    """Create or change a subject's policy, with an operator's authority (agents go through
+    `policy_set_for_agent`). Takes effect in every process within a second."""
     policy = policy_for_subject(subject_type=subject_type, project=project, agent=agent, lock=True)
+    return _policy_apply(actor=actor, policy=policy, reason=reason, changes=changes)
+
+
+def _policy_apply(*, actor: Actor, policy: Policy, reason: str, changes: dict) -> Policy:
     adding = policy._state.adding
     before = None if adding else snapshot(policy, POLICY_FIELDS)
     for name, value in changes.items():
@@ -333,9 +350,16 @@ def policy_set(*, actor: Actor, subject_type: str, project=None, agent=None, rea
 
 @transaction.atomic
 def cap_save(*, actor: Actor, cap: PolicyCap) -> PolicyCap:
-    """Create or change a cap. A new limit applies to the current window at once; lowering it
+    """Create or change a cap, with an operator's authority (agents go through
+    `cap_upsert_for_agent`). A new limit applies to the current window at once; lowering it
     below what is already used blocks further admissions instead of breaking the ledger."""
     adding = cap._state.adding
+    if adding:
+        _lock_subject("caps", subject_type=cap.subject_type, project=cap.project_id, agent=cap.agent_id)
+        if cap.subject_is_full():
+            raise Conflict(cap.too_many_message(), code="too_many_caps", limit=settings.MAX_CAPS_PER_SUBJECT)
+        if cap.created_by_key_id is None:
+            cap.created_by_user_id = actor.user_id
     before = None if adding else snapshot(PolicyCap.objects.select_for_update().get(pk=cap.pk), CAP_FIELDS)
     cap.full_clean()
     cap.save()
@@ -355,6 +379,141 @@ def cap_delete(*, actor: Actor, cap: PolicyCap) -> None:
     audit_record(actor=actor, action="cap.delete", target=cap, before=before)
     cap.delete()
     broadcast("policy")
+
+
+# --- what an agent's own key may change -----------------------------------------------------------
+#
+# An agent key with `policy:write` may make things stricter anywhere it can see (its own agent
+# level and its project's) and may loosen or delete only caps its agent created. Loosening
+# anything else is for operators. These rules live here, not in a transport, so that every door
+# (REST today, gRPC next) applies the same ones.
+
+
+def _acting_agent(principal) -> Agent:
+    """The principal's agent, locked against a concurrent move or status change."""
+    if principal.agent_id is None:
+        raise Forbidden("Only agent keys change policy through the API.", code="not_an_agent")
+    agent = Agent.objects.select_for_update(no_key=True, of=("self",)).select_related("project").filter(
+        pk=principal.agent_id).first()
+    if agent is None:
+        raise NotFound("Agent not found.")
+    if agent.status == Agent.Status.QUARANTINED:
+        raise Forbidden("A quarantined agent may read and report telemetry, nothing else.", code="agent_quarantined")
+    return agent
+
+
+def _agent_subject(agent: Agent, subject: str | None) -> dict:
+    if subject == SubjectType.AGENT:
+        return {"subject_type": SubjectType.AGENT, "agent": agent}
+    if subject == SubjectType.PROJECT:
+        return {"subject_type": SubjectType.PROJECT, "project": agent.project}
+    if subject == SubjectType.GLOBAL:
+        raise Forbidden("Global policy and caps are changed by operators only.", code="global_policy_is_operator_only")
+    raise InvalidInput("subject must be agent or project.", code="invalid_subject")
+
+
+def _looser_maximum(old, new) -> bool:  # None: no maximum
+    return old is not None and (new is None or new > old)
+
+
+_UNPRICED_STRICTNESS = {False: 0, None: 1, True: 2}  # an explicit no vetoes; unset inherits; yes allows
+
+# For each field an agent may send: does going from `old` to `new` loosen it?
+_POLICY_LOOSENS = {
+    "kill_switch": lambda old, new: old and not new,
+    "dry_run": lambda old, new: new and not old,
+    "allowed_models": lambda old, new: bool(old) and not (new and set(new) <= set(old)),  # empty: any model
+    "allow_unpriced_models": lambda old, new: _UNPRICED_STRICTNESS[new] > _UNPRICED_STRICTNESS[old],
+    "max_tokens_per_attempt": _looser_maximum,
+    "max_cost_per_attempt": _looser_maximum,
+    "max_concurrent_runs": _looser_maximum,
+}
+
+
+@transaction.atomic
+def policy_set_for_agent(*, principal, subject: str, reason: str = "", **changes: object) -> Policy:
+    """Change the calling agent's own or its project's policy. Only tightening: any loosening
+    (release a kill switch, dry-run, allow unpriced models, widen allowed models, raise or drop
+    a maximum) is for operators, whoever set the current value."""
+    agent = _acting_agent(principal)
+    unknown = sorted(set(changes) - set(_POLICY_LOOSENS))
+    if unknown:
+        raise InvalidInput(f"Unknown policy fields: {', '.join(unknown)}.", code="unknown_field", fields=unknown)
+    policy = policy_for_subject(**_agent_subject(agent, subject), lock=True)
+    loosened = [name for name, new in changes.items() if _POLICY_LOOSENS[name](getattr(policy, name), new)]
+    if "kill_switch" in loosened:
+        raise Forbidden("Only an operator can release a kill switch.", code="kill_switch_release_requires_operator")
+    if loosened:
+        raise Forbidden(f"Only an operator can loosen {', '.join(loosened)}.",
+                        code="policy_loosening_requires_operator", fields=loosened)
+    return _policy_apply(actor=Actor.for_principal(principal), policy=policy, reason=reason, changes=changes)
+
+
+CAP_SETTINGS = ("metric", "window", "limit", "model", "mode", "enabled")
+
+
+def _loosened_cap_fields(cap: PolicyCap, changes: dict) -> list[str]:
+    """What a change would loosen. A lower limit, enabling and enforcing are stricter; any other
+    change (a higher limit, disabling, dry-run, another metric, window or model) may let more
+    through — another window even starts a fresh ledger row — so it counts as loosening."""
+    stricter = {
+        "limit": lambda new: new <= cap.limit,
+        "enabled": lambda new: new,
+        "mode": lambda new: new == PolicyCap.Mode.ENFORCE,
+    }
+    return [name for name, new in changes.items()
+            if new != getattr(cap, name) and not stricter.get(name, lambda _: False)(new)]
+
+
+def _visible_cap(agent: Agent, cap_id: int) -> PolicyCap:
+    """A cap the agent can see (its own, its project's, global), locked; global ones are operator-only."""
+    cap = caps_for_agent(agent).select_for_update(of=("self",)).select_related("created_by_key").filter(
+        pk=cap_id).first()
+    if cap is None:
+        raise NotFound("No such cap.", code="cap_not_found")  # the same answer for other projects' caps
+    if cap.subject_type == SubjectType.GLOBAL:
+        raise Forbidden("Global caps are changed by operators only.", code="global_policy_is_operator_only")
+    return cap
+
+
+def _created_by(agent: Agent, cap: PolicyCap) -> bool:
+    """Ownership is the agent's, through any of its keys (a rotated key's successor keeps it)."""
+    return cap.created_by_key is not None and cap.created_by_key.agent_id == agent.pk
+
+
+@transaction.atomic
+def cap_upsert_for_agent(*, principal, cap_id: int | None = None, subject: str | None = None,
+                         **fields: object) -> PolicyCap:
+    """Add a cap on the calling agent or its project (`cap_id` None), or change one it can see.
+    Anyone's cap may be made stricter; only the agent that created a cap may loosen it."""
+    agent = _acting_agent(principal)
+    unknown = sorted(set(fields) - set(CAP_SETTINGS))
+    if unknown:
+        raise InvalidInput(f"Unknown cap fields: {', '.join(unknown)}.", code="unknown_field", fields=unknown)
+    if cap_id is None:
+        cap = PolicyCap(**_agent_subject(agent, subject), created_by_key_id=principal.key_pk, **fields)
+    else:
+        if subject is not None:
+            raise InvalidInput("A cap's subject cannot change; add a new cap instead.", code="invalid_subject")
+        cap = _visible_cap(agent, cap_id)
+        loosened = [] if _created_by(agent, cap) else _loosened_cap_fields(cap, fields)
+        if loosened:
+            raise Forbidden(f"Only an operator or the agent that created this cap can change {', '.join(loosened)}.",
+                            code="cap_loosening_requires_owner", fields=loosened)
+        for name, value in fields.items():
+            setattr(cap, name, value)
+    return cap_save(actor=Actor.for_principal(principal), cap=cap)
+
+
+@transaction.atomic
+def cap_delete_for_agent(*, principal, cap_id: int) -> None:
+    """Delete a cap the calling agent created; anyone else's is for operators."""
+    agent = _acting_agent(principal)
+    cap = _visible_cap(agent, cap_id)
+    if not _created_by(agent, cap):
+        raise Forbidden("Only an operator or the agent that created this cap can delete it.",
+                        code="cap_delete_requires_owner")
+    cap_delete(actor=Actor.for_principal(principal), cap=cap)
 
 
 @transaction.atomic

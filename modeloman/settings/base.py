@@ -28,6 +28,8 @@ HTTP_ADDR = env.str("HTTP_ADDR", default="127.0.0.1:8080")
 POLICY_TIMEZONE = env.str("POLICY_TIMEZONE", default="UTC")
 # A reservation not settled or released within this time is released by telemetry_maintenance.
 RESERVATION_TTL_SECONDS = env.int("RESERVATION_TTL_SECONDS", default=900)
+# Caps per subject (global, one project, one agent): admission checks every applicable cap.
+MAX_CAPS_PER_SUBJECT = env.int("MAX_CAPS_PER_SUBJECT", default=50)
 
 # Telemetry storage (SPEC §7). TIMESCALE: auto (use the extension if the server has it),
 # required (refuse to migrate or start without it), off (plain PostgreSQL tables).

@@ -106,7 +106,7 @@ def test_an_agent_cannot_see_or_change_another_projects_caps(api_client, bearer)
     global_cap = make_cap(limit="1000")
 
     listed = api_client.get(CAPS, **bearer(writer)).json()
-    assert [c["id"] for c in listed] == [global_cap.pk]
+    assert [c["id"] for c in listed["results"]] == [global_cap.pk] and listed["next"] is None
     body = {"metric": "cost_usd", "window": "day", "limit": "999999"}
     for method in ("put", "delete"):
         response = getattr(api_client, method)(f"{CAPS}/{foreign.pk}", body, format="json", **bearer(writer))
@@ -117,16 +117,18 @@ def test_an_agent_cannot_see_or_change_another_projects_caps(api_client, bearer)
     assert PolicyCap.objects.get(pk=global_cap.pk).limit == 1000
 
 
-def test_cap_update_and_delete_over_rest(api_client, bearer):
+def test_an_agent_updates_and_deletes_its_own_cap_over_rest(api_client, bearer):
     agent = AgentFactory()
     writer = issue_key(agent, scopes=["policy:write"]).token
-    cap = make_cap(subject=agent.project, limit="10")
+    created = api_client.post(CAPS, {"subject": "project", "metric": "cost_usd", "window": "day", "limit": "10"},
+                              format="json", **bearer(writer))
+    cap_id = created.json()["id"]
     body = {"metric": "cost_usd", "window": "week", "limit": "20", "mode": "dry_run"}
-    updated = api_client.put(f"{CAPS}/{cap.pk}", body, format="json", **bearer(writer))
+    updated = api_client.put(f"{CAPS}/{cap_id}", body, format="json", **bearer(writer))
     assert updated.status_code == 200 and updated.json()["window"] == "week"
-    assert api_client.delete(f"{CAPS}/{cap.pk}", **bearer(writer)).status_code == 204
-    assert not PolicyCap.objects.filter(pk=cap.pk).exists()
-    assert AuditEvent.objects.filter(action="cap.delete", target_id=str(cap.pk)).exists()
+    assert api_client.delete(f"{CAPS}/{cap_id}", **bearer(writer)).status_code == 204
+    assert not PolicyCap.objects.filter(pk=cap_id).exists()
+    assert AuditEvent.objects.filter(action="cap.delete", target_id=str(cap_id)).exists()
 
 
 def test_agents_can_engage_but_not_release_a_kill_switch(api_client, bearer):

@@ -1,5 +1,11 @@
-"""Model names must match as a whole string, in validation and in the database.
+"""Caps record who created them; model names must match as a whole string.
 
+Caps: `created_by_key` (an agent's key: that agent may later loosen or delete the cap) or
+`created_by_user` (a staff user). Existing caps are attributed from their `cap.create` audit
+row where it names a key or a user that still exists; the rest stay unattributed, which is
+the safe side: only operators may loosen those.
+
+Model names:
 The old validator ended in `$`, which in Python also matches before a final newline, so
 `"gpt-4o\n"` passed as a price, a cap's model filter or an allowed model. The validators now
 anchor with \\A and \\Z, and CHECK constraints (using the same pattern, which PostgreSQL reads
@@ -16,7 +22,9 @@ The three tables are small (operator-written), so ADD CONSTRAINT's validating sc
 
 import django.contrib.postgres.fields
 import django.core.validators
+import django.db.models.deletion
 import django.db.models.lookups
+from django.conf import settings
 from django.db import migrations, models
 
 MODEL_NAME_RE = "\\A[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}\\Z"
@@ -38,13 +46,40 @@ UPDATE policy_policy SET allowed_models = ARRAY(
 """
 
 
+ATTRIBUTE_EXISTING_CAPS = """
+UPDATE policy_policycap c SET created_by_key_id = k.id
+  FROM audit_auditevent a JOIN keys_apikey k ON k.key_id = a.actor_key_id
+ WHERE a.action = 'cap.create' AND a.target_type = 'policy.policycap' AND a.target_id = c.id::text
+   AND a.actor_type = 'key';
+UPDATE policy_policycap c SET created_by_user_id = a.actor_user_id
+  FROM audit_auditevent a
+ WHERE a.action = 'cap.create' AND a.target_type = 'policy.policycap' AND a.target_id = c.id::text
+   AND a.actor_type = 'user' AND EXISTS (SELECT 1 FROM auth_user u WHERE u.id = a.actor_user_id);
+"""
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
+        ('audit', '0001_initial'),
+        ('keys', '0002_revocation_is_final'),
         ('policy', '0002_policy_reserve_function'),
+        migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
+        migrations.AddField(
+            model_name='policycap',
+            name='created_by_key',
+            field=models.ForeignKey(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='keys.apikey'),
+        ),
+        migrations.AddField(
+            model_name='policycap',
+            name='created_by_user',
+            field=models.ForeignKey(blank=True, editable=False, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL),
+        ),
+        # Reversing drops the columns, so there is nothing to undo here.
+        migrations.RunSQL(ATTRIBUTE_EXISTING_CAPS, reverse_sql=migrations.RunSQL.noop),
         # The repaired names were already valid under the old rule, so there is nothing to undo.
         migrations.RunSQL(STRIP_TRAILING_NEWLINES, reverse_sql=migrations.RunSQL.noop),
         migrations.AlterField(
