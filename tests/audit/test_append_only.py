@@ -3,7 +3,9 @@ on it (deploy/db_roles.sql), and triggers stop even the table's owner."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 
 import pytest
 from django.db import DatabaseError, connection, transaction
@@ -11,7 +13,7 @@ from django.db import DatabaseError, connection, transaction
 from apps.audit.models import AuditEvent
 from apps.keys import services
 from tests.factories import TEST_ACTOR, issue_key
-from tests.processes import BASE_DIR
+from tests.processes import BASE_DIR, database_url
 
 STATEMENTS = {
     "update": "UPDATE audit_auditevent SET reason = 'rewritten'",
@@ -83,3 +85,21 @@ def test_triggers_stop_the_owner_too(statement):
         # The test connections may truncate to reset the database; other sessions may not.
         execute("SET LOCAL modeloman.allow_audit_truncate = off", STATEMENTS[statement])
     assert list(AuditEvent.objects.values_list("id", "reason")) == rows != []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_migrate_connects_as_the_owner_and_everything_else_as_the_runtime_role():
+    owner_url = database_url()
+    runtime_url = owner_url.replace(f"//{connection.settings_dict['USER']}:", "//no_such_runtime_role:", 1)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "modeloman.settings.test", "DATABASE_URL": runtime_url,
+           "MIGRATION_DATABASE_URL": owner_url}
+
+    def manage(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=env, capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    migrated = manage("migrate", "--noinput")
+    assert (migrated.returncode, migrated.stderr) == (0, "")
+    verified = manage("verify_audit")
+    assert verified.returncode == 1
+    assert 'role "no_such_runtime_role" does not exist' in verified.stderr
