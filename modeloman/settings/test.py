@@ -11,7 +11,3 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
-
-# Transactional tests reset the database by truncating every table; the audit table refuses
-# TRUNCATE unless the session says so (migration audit 0002 explains why that is safe).
-DATABASES["default"].setdefault("OPTIONS", {})["options"] = "-c modeloman.allow_audit_truncate=on"  # noqa: F405

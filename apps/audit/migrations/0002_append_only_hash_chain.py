@@ -6,7 +6,7 @@
 4. Triggers: UPDATE and DELETE are refused for every role, the owner included; TRUNCATE is
    refused unless the session has set `modeloman.allow_audit_truncate = on`. That setting
    exists for the test suite, whose transactional tests reset the database by truncating
-   every table (settings/test.py sets it on its connections). It weakens nothing: a role that
+   every table (tests/conftest.py sets it on its connections). It weakens nothing: a role that
    may TRUNCATE the table at all is its owner (the runtime role has no TRUNCATE privilege),
    and the owner can disable any trigger anyway; the trigger is there to stop accidents,
    the privileges are what stop the application.
