@@ -1,6 +1,8 @@
 import uuid
 
 import pytest
+from django.db.backends.signals import connection_created
+from django.dispatch import receiver
 from rest_framework.test import APIClient
 
 from modeloman.invalidation import listener
@@ -11,6 +13,15 @@ from tests import timescale_engine
 pytest_collection_modifyitems = timescale_engine.pytest_collection_modifyitems
 if timescale_engine.ENABLED:
     django_db_setup = timescale_engine.migrate_in_place
+
+
+@receiver(connection_created)
+def _allow_audit_truncate(sender, connection, **kwargs):
+    """Transactional tests reset the database by truncating every table; the audit table refuses
+    TRUNCATE unless the session says so (migration audit 0002 explains why that is safe). A SET
+    rather than a startup option: the TimescaleDB test engine ignores startup options."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET modeloman.allow_audit_truncate = on")
 
 
 @pytest.fixture(scope="session", autouse=True)

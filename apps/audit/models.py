@@ -5,7 +5,9 @@ from django.utils import timezone
 class AuditEvent(models.Model):
     """One change to keys, agents, projects or policy, written in the change's transaction.
 
-    `chain_seq`, `prev_hash` and `hash` are reserved for the hash chain (SPEC §9).
+    Append-only: database triggers refuse UPDATE, DELETE and TRUNCATE, and the runtime role
+    may only SELECT and INSERT (migration audit 0002, docs/runbooks.md). `chain_seq`,
+    `prev_hash` and `hash` chain every row to the one before (apps/audit/chain.py).
     """
 
     class ActorType(models.TextChoices):
@@ -31,13 +33,34 @@ class AuditEvent(models.Model):
     reason = models.TextField(blank=True)
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     request_id = models.CharField(max_length=64, blank=True)
-    chain_seq = models.BigIntegerField(null=True, blank=True, unique=True)
+    chain_seq = models.BigIntegerField(unique=True)
     prev_hash = models.CharField(max_length=64, blank=True)
     hash = models.CharField(max_length=64, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["target_type", "target_id"], name="audit_target_idx")]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(chain_seq__gte=1, prev_hash__regex=r"^[0-9a-f]{64}$",
+                                                      hash__regex=r"^[0-9a-f]{64}$"),
+                                   name="audit_chain_columns_filled"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.action} {self.target_repr} by {self.actor_label}"
+
+
+class AuditChainHead(models.Model):
+    """The chain's single head row: the last `chain_seq` and `hash`. Every audit insert locks it
+    (SELECT ... FOR UPDATE) until its transaction ends, so inserts take sequence numbers one at
+    a time, in commit order, and a rollback takes its number back with it."""
+
+    id = models.SmallIntegerField(primary_key=True, default=1)
+    seq = models.BigIntegerField(default=0)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=models.Q(id=1), name="audit_chainhead_single_row")]
+
+    def __str__(self) -> str:
+        return f"audit chain head #{self.seq}"

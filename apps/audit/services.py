@@ -1,5 +1,12 @@
 """Audit trail writes. Every change to keys, agents, projects and policy calls
-`audit_record` inside the transaction that makes the change."""
+`audit_record` inside the transaction that makes the change.
+
+Each row is chained to the one before it (apps/audit/chain.py) under the locked chain head,
+which stays locked until the change's transaction ends: audited changes commit one at a
+time. Keep the work after `audit_record` short, and call it after the change's own row locks
+(a transaction that holds the head while waiting for another row lock can deadlock with one
+that holds that row and waits for the head; PostgreSQL then aborts one of them).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection, models
+from django.utils import timezone
 
-from apps.audit.models import AuditEvent
+from apps.audit.chain import CHAINED_FIELDS, GENESIS_HASH, row_hash
+from apps.audit.models import AuditChainHead, AuditEvent
 from modeloman.request_context import client_ip_var, request_id_var
 
 
@@ -70,12 +79,16 @@ def audit_record(
     after: dict | None = None,
     reason: str = "",
 ) -> AuditEvent:
-    """Write one audit row. Must run inside the transaction that makes the change."""
+    """Write one audit row, chained to the last. Must run inside the transaction that makes the change."""
     if not connection.in_atomic_block:
         raise RuntimeError("audit_record must be called inside the change's transaction")
     from apps.keys.models import ApiKey
 
-    return AuditEvent.objects.create(
+    head = _lock_chain_head()
+    event = AuditEvent(
+        chain_seq=head.seq + 1,
+        prev_hash=head.hash,
+        created_at=timezone.now(),
         actor_type=actor.type,
         actor_label=actor.label[:200],
         actor_user_id=actor.user_id,
@@ -91,3 +104,18 @@ def audit_record(
         client_ip=client_ip_var.get(),
         request_id=request_id_var.get() or "",
     )
+    event.hash = row_hash({name: getattr(event, name) for name in CHAINED_FIELDS})
+    event.save(force_insert=True)
+    AuditChainHead.objects.filter(pk=head.pk).update(seq=event.chain_seq, hash=event.hash)
+    return event
+
+
+def _lock_chain_head() -> AuditChainHead:
+    """The head row, locked until this transaction ends. Created (at the genesis) only when
+    missing, as after the test suite truncates the tables; if audit rows exist without a head,
+    the insert that follows fails on the unique `chain_seq` instead of forking the chain."""
+    head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
+    if head is None:
+        AuditChainHead.objects.bulk_create([AuditChainHead(pk=1, seq=0, hash=GENESIS_HASH)], ignore_conflicts=True)
+        head = AuditChainHead.objects.select_for_update().get(pk=1)
+    return head

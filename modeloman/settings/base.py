@@ -1,5 +1,6 @@
 """Settings shared by every environment. Configuration comes only from the environment."""
 
+import sys
 from pathlib import Path
 
 import environ
@@ -102,6 +103,15 @@ def _database() -> dict:
 
 
 DATABASES = {"default": _database()}
+# Two roles (docs/runbooks.md, "Database roles"; deploy/db_roles.sql): DATABASE_URL is the
+# runtime role everything runs as, which may not change or remove audit rows and runs no DDL;
+# MIGRATION_DATABASE_URL, when set, is the owner that the commands below connect as instead
+# (telemetry_maintenance refreshes TimescaleDB aggregates, which only their owner may).
+# Unset (development, tests), the one URL is both.
+MIGRATION_DATABASE_URL = env.str("MIGRATION_DATABASE_URL", default="")
+OWNER_COMMANDS = ("migrate", "telemetry_maintenance")
+if MIGRATION_DATABASE_URL and sys.argv[1:2] and sys.argv[1] in OWNER_COMMANDS:
+    DATABASES["default"] = env.db_url_config(MIGRATION_DATABASE_URL)
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
