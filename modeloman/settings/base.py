@@ -145,7 +145,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps.keys.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["modeloman.access.OperationPermission"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["modeloman.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "modeloman.problems.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "modeloman.schema.AutoSchema",
     "UNAUTHENTICATED_USER": None,
