@@ -52,14 +52,20 @@ def principal_scope(principal: Any) -> str:
 
 
 def sanitize(value: Any) -> Any:
-    """Stored responses never keep anything that looks like a credential."""
+    """Stored responses never keep anything that looks like a credential, nor a NUL character
+    (jsonb cannot store it; it is kept as the six characters `\\u0000`)."""
     if isinstance(value, dict):
-        return {k: "[redacted]" if _SECRET_NAME_RE.search(str(k)) else sanitize(v) for k, v in value.items()}
+        return {_storable(str(k)): "[redacted]" if _SECRET_NAME_RE.search(str(k)) else sanitize(v)
+                for k, v in value.items()}
     if isinstance(value, list):
         return [sanitize(v) for v in value]
     if isinstance(value, str):
-        return _TOKEN_RE.sub("[redacted]", value)
+        return _TOKEN_RE.sub("[redacted]", _storable(value))
     return value
+
+
+def _storable(text: str) -> str:
+    return text.replace("\x00", "\\u0000")
 
 
 def _fingerprint(request: Request, operation: str) -> str:
