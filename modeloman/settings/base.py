@@ -1,5 +1,6 @@
 """Settings shared by every environment. Configuration comes only from the environment."""
 
+import ipaddress
 from pathlib import Path
 
 import environ
@@ -22,6 +23,16 @@ KEY_PEPPER_PREVIOUS = env.str("KEY_PEPPER_PREVIOUS", default="")
 # Verified keys are cached per process; Postgres NOTIFY invalidates them everywhere.
 AUTH_CACHE_ENABLED = env.bool("AUTH_CACHE_ENABLED", default=True)
 AUTH_CACHE_MAX_AGE_SECONDS = env.int("AUTH_CACHE_MAX_AGE_SECONDS", default=60)
+
+# The reverse proxy's addresses (or "*"): only these peers' X-Forwarded-* headers are believed, for
+# the scheme and the client address (modeloman.request_context). gunicorn reads the same variable.
+FORWARDED_ALLOW_IPS = env.list("FORWARDED_ALLOW_IPS", default=["127.0.0.1", "::1"])
+for _address in FORWARDED_ALLOW_IPS:
+    if _address != "*":
+        try:
+            ipaddress.ip_address(_address)
+        except ValueError:
+            raise ImproperlyConfigured(f"FORWARDED_ALLOW_IPS: {_address!r} is not an IP address or *.") from None
 
 ADMIN_URL = env.str("ADMIN_URL", default="admin/")
 HTTP_ADDR = env.str("HTTP_ADDR", default="127.0.0.1:8080")
@@ -61,9 +72,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: it drops forwarded headers from untrusted peers before SecurityMiddleware reads them.
+    "modeloman.request_context.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "modeloman.request_context.RequestContextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",

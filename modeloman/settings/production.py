@@ -31,6 +31,7 @@ SECRET_KEY = _strong_secret("SECRET_KEY")
 KEY_PEPPER = _strong_secret("KEY_PEPPER")
 DEBUG = False
 
+# Believed only from FORWARDED_ALLOW_IPS peers: RequestContextMiddleware drops it from anyone else.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
