@@ -50,6 +50,18 @@ if TIMESCALE not in ("auto", "required", "off"):
 TELEMETRY_RETENTION_DAYS = env.int("TELEMETRY_RETENTION_DAYS", default=90)
 TELEMETRY_COMPRESS_AFTER_DAYS = env.int("TELEMETRY_COMPRESS_AFTER_DAYS", default=7)
 IDEMPOTENCY_RETENTION_HOURS = env.int("IDEMPOTENCY_RETENTION_HOURS", default=24)
+# Operational rows telemetry_maintenance purges (days): denied / would-deny admission decisions,
+# settled or released reservations (their usage stays in the ledger and in prompt_attempts), and
+# ledger rows of cap windows that ended that long ago (`total` windows are never purged).
+ADMISSION_DECISION_RETENTION_DAYS = env.int("ADMISSION_DECISION_RETENTION_DAYS", default=90)
+RESERVATION_RETENTION_DAYS = env.int("RESERVATION_RETENTION_DAYS", default=30)
+USAGE_LEDGER_RETENTION_DAYS = env.int("USAGE_LEDGER_RETENTION_DAYS", default=90)
+# Run events accepted per run; beyond it a write is 409 run_event_limit_reached.
+MAX_EVENTS_PER_RUN = env.int("MAX_EVENTS_PER_RUN", default=10_000)
+for _name in ("ADMISSION_DECISION_RETENTION_DAYS", "RESERVATION_RETENTION_DAYS", "USAGE_LEDGER_RETENTION_DAYS",
+              "MAX_EVENTS_PER_RUN"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1.")
 # data_growth_check limits, e.g. "prompt_attempts=1000000000" or "500 GB" (all tables).
 DATA_GROWTH_MAX_ROWS = env.str("DATA_GROWTH_MAX_ROWS", default="")
 DATA_GROWTH_MAX_SIZE = env.str("DATA_GROWTH_MAX_SIZE", default="")
