@@ -36,6 +36,8 @@ test: $(VENV)/.dev
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 
+# Benchmarks run in throwaway databases; local settings with a DATABASE_URL still need a pepper.
+bench: export KEY_PEPPER ?= bench-key-pepper-for-throwaway-databases-only
 bench: $(VENV)/.dev
 	DJANGO_SETTINGS_MODULE=modeloman.settings.local $(PY) manage.py migrate --noinput --verbosity 0
 	$(PY) bench/keys_verify.py

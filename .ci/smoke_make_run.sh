@@ -9,7 +9,7 @@ git clone --quiet "$src" "$work/modeloman"
 cd "$work/modeloman"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # Reuse the downloaded wheels; the venv itself is built from scratch.
-setsid env -u DATABASE_URL -u REDIS_URL HTTP_ADDR="127.0.0.1:$port" make run >"$work/run.log" 2>&1 &
+setsid env -u DATABASE_URL -u REDIS_URL -u KEY_PEPPER -u SECRET_KEY HTTP_ADDR="127.0.0.1:$port" make run >"$work/run.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 300); do
   if curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then break; fi

@@ -3,16 +3,24 @@
 Services record audit events without having the request passed down to them: the
 middleware (and the gRPC interceptor, later) put the client IP and request id in context
 variables for the duration of the call.
+
+Forwarded headers (X-Forwarded-For, X-Forwarded-Proto, ...) are believed only from the peers in
+FORWARDED_ALLOW_IPS, the reverse proxy; gunicorn applies the same list to the scheme it reports.
+From anyone else the middleware removes them before any other code can read them, so neither
+Django's SECURE_PROXY_SSL_HEADER nor a client address can be spoofed by a direct client.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import lru_cache
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
@@ -39,16 +47,63 @@ def request_context(*, client_ip: str | None, request_id: str) -> Iterator[None]
         request_id_var.reset(id_token)
 
 
+_FORWARDED_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
+                      "HTTP_X_FORWARDED_PORT", "HTTP_X_FORWARDED_PROTOCOL", "HTTP_X_FORWARDED_SSL", "HTTP_FORWARDED")
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _ip(text: str) -> IPAddress | None:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        return address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    return address
+
+
+@lru_cache(maxsize=8)
+def _trusted(allow: tuple[str, ...]) -> frozenset[IPAddress] | None:
+    """The trusted proxy addresses; None means every peer ("*")."""
+    return None if "*" in allow else frozenset(filter(None, map(_ip, allow)))
+
+
+def trusted_proxy(peer: str) -> bool:
+    """Whether `peer` (a direct peer's address, or a hop named by a trusted one) is a trusted proxy.
+    An empty address is a Unix-socket peer, which only local processes can reach (gunicorn trusts
+    it too)."""
+    trusted = _trusted(tuple(settings.FORWARDED_ALLOW_IPS))
+    if trusted is None or not peer:
+        return True
+    address = _ip(peer)
+    return address is not None and address in trusted
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The client's address: the direct peer, unless that is a trusted proxy, in which case the
+    X-Forwarded-For chain is walked from the right (each proxy appended the address it saw) to
+    the first hop that is not a trusted proxy. A malformed hop ends the walk."""
+    address = request.META.get("REMOTE_ADDR", "")
+    hops = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+    while hops and trusted_proxy(address):
+        hop = _ip(hops.pop())
+        if hop is None:
+            break
+        address = str(hop)
+    return address or None
+
+
 class RequestContextMiddleware:
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not trusted_proxy(request.META.get("REMOTE_ADDR", "")):
+            for name in _FORWARDED_HEADERS:  # first in MIDDLEWARE: nothing has read them yet
+                request.META.pop(name, None)
         request_id = new_request_id(request.headers.get("X-Request-ID"))
         request.request_id = request_id  # type: ignore[attr-defined]  # read by views/templates
-        # REMOTE_ADDR is the direct peer; behind Caddy the proxy sets it via trusted headers
-        # in the gunicorn config (forwarded_allow_ips), never from a client-supplied header.
-        with request_context(client_ip=request.META.get("REMOTE_ADDR"), request_id=request_id):
+        with request_context(client_ip=client_ip(request), request_id=request_id):
             response = self.get_response(request)
         response["X-Request-ID"] = request_id
         return response

@@ -3,6 +3,30 @@
 from rest_framework import serializers
 
 
+def contains_nul(value) -> bool:
+    """Whether any string in a JSON value (keys included) holds U+0000, which PostgreSQL's jsonb
+    and text types cannot store. Iterative: nesting is bounded by the parser, not the stack."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def reject_nul(value):
+    """A validator for JSON-valued fields that land in a jsonb column."""
+    if contains_nul(value):
+        raise serializers.ValidationError("Must not contain the NUL character (\\u0000).", code="nul_character")
+    return value
+
+
 class StrictSerializer(serializers.Serializer):
     """Rejects fields it does not declare (a typo must not silently change nothing)."""
 

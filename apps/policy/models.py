@@ -257,7 +257,11 @@ class Reservation(models.Model):
     actual_cost_usd = models.DecimalField(max_digits=18, decimal_places=6, null=True, blank=True)
 
     class Meta:
-        indexes = [models.Index(fields=["expires_at"], condition=Q(state="held"), name="reservation_held_expiry")]
+        indexes = [
+            models.Index(fields=["expires_at"], condition=Q(state="held"), name="reservation_held_expiry"),
+            # telemetry_maintenance purges finished reservations by age
+            models.Index(fields=["finished_at"], condition=~Q(state="held"), name="reservation_finished"),
+        ]
 
     def __str__(self) -> str:
         return f"reservation {self.id} ({self.state})"

@@ -25,10 +25,11 @@ from apps.telemetry.validation import (
     decode_items,
     request_schema,
 )
-from modeloman.serializers import StrictCharField, StrictSerializer
+from modeloman.serializers import StrictCharField, StrictSerializer, reject_nul
 
 
 def bounded_metadata(value: dict) -> dict:
+    reject_nul(value)  # jsonb cannot store it: a 500 at INSERT otherwise
     if len(value) > MAX_ATTRIBUTES or len(json.dumps(value)) > 4096:
         raise serializers.ValidationError(f"At most {MAX_ATTRIBUTES} keys and 4 KB of JSON.")
     return value

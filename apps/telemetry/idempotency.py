@@ -27,6 +27,9 @@ from modeloman.problems import Conflict, DomainError, InvalidInput
 HEADER = "Idempotency-Key"
 KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 IN_FLIGHT_LEASE = timedelta(seconds=60)
+# Each pass either claims, replays, refuses, or saw a failed holder vanish; the last keeps repeating
+# only while other requests keep failing with the same key, and then the answer is 409.
+_CLAIM_ATTEMPTS = 3
 _SECRET_NAME_RE = re.compile(r"(^|[_-])(token|secret|password|authorization|api[_-]?key|digest)$", re.IGNORECASE)
 _TOKEN_RE = re.compile(r"mmk_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}")
 
@@ -49,14 +52,20 @@ def principal_scope(principal: Any) -> str:
 
 
 def sanitize(value: Any) -> Any:
-    """Stored responses never keep anything that looks like a credential."""
+    """Stored responses never keep anything that looks like a credential, nor a NUL character
+    (jsonb cannot store it; it is kept as the six characters `\\u0000`)."""
     if isinstance(value, dict):
-        return {k: "[redacted]" if _SECRET_NAME_RE.search(str(k)) else sanitize(v) for k, v in value.items()}
+        return {_storable(str(k)): "[redacted]" if _SECRET_NAME_RE.search(str(k)) else sanitize(v)
+                for k, v in value.items()}
     if isinstance(value, list):
         return [sanitize(v) for v in value]
     if isinstance(value, str):
-        return _TOKEN_RE.sub("[redacted]", value)
+        return _TOKEN_RE.sub("[redacted]", _storable(value))
     return value
+
+
+def _storable(text: str) -> str:
+    return text.replace("\x00", "\\u0000")
 
 
 def _fingerprint(request: Request, operation: str) -> str:
@@ -85,23 +94,28 @@ _TAKE_OVER = """
 
 def _claim(principal: str, key: str, operation: str, fingerprint: str) -> int | IdempotencyRecord:
     """A new claim's id, or the completed record to replay. Raises 409/422."""
-    now = timezone.now()
-    expires = now + retention()
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(_CLAIM, [principal, key, operation, fingerprint, now, expires])
-        row = cursor.fetchone()
-        if row:
-            return row[0]
-        record = IdempotencyRecord.objects.get(principal=principal, key=key)
-        cursor.execute(_TAKE_OVER, [operation, fingerprint, now, expires, record.pk, now, now - IN_FLIGHT_LEASE])
-        row = cursor.fetchone()
-        if row:  # the old record expired, or its writer died mid-flight
-            return row[0]
-    if record.fingerprint != fingerprint:
-        raise KeyReused("This Idempotency-Key was used for a different request.")
-    if record.state == IdempotencyRecord.State.IN_FLIGHT:
-        raise Conflict("A request with this Idempotency-Key is still in progress.", code="idempotency_in_flight")
-    return record
+    for _ in range(_CLAIM_ATTEMPTS):
+        now = timezone.now()
+        expires = now + retention()
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(_CLAIM, [principal, key, operation, fingerprint, now, expires])
+            row = cursor.fetchone()
+            if row:
+                return row[0]
+            record = IdempotencyRecord.objects.filter(principal=principal, key=key).first()
+            if record is None:
+                # The holder failed and deleted its claim between our INSERT and this read: claim again.
+                continue
+            cursor.execute(_TAKE_OVER, [operation, fingerprint, now, expires, record.pk, now, now - IN_FLIGHT_LEASE])
+            row = cursor.fetchone()
+            if row:  # the old record expired, or its writer died mid-flight
+                return row[0]
+        if record.fingerprint != fingerprint:
+            raise KeyReused("This Idempotency-Key was used for a different request.")
+        if record.state == IdempotencyRecord.State.IN_FLIGHT:
+            break
+        return record
+    raise Conflict("A request with this Idempotency-Key is still in progress.", code="idempotency_in_flight")
 
 
 def run_idempotent(request: Request, *, operation: str, handler: Callable[[], Response]) -> Response:

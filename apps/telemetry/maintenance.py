@@ -89,19 +89,64 @@ def _chunk_count(table: str) -> int:
         return cursor.fetchone()[0]
 
 
-def idempotency_records_reap(*, now: dt.datetime, batch_size: int) -> int:
-    """Delete idempotency records past their expiry, oldest first, in batches. Rows another
-    transaction holds are skipped (they are in use) and reaped next time."""
-    table = IdempotencyRecord._meta.db_table
+def _delete_in_batches(sql: str, params: dict, batch_size: int) -> int:
+    """Run a DELETE of at most %(batch)s rows until a batch comes back short. Each batch is its
+    own short transaction when the caller has none (the command)."""
     deleted = 0
     while True:
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE expires_at < %s "  # noqa: S608
-                "ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED)",
-                [now, batch_size],
-            )
+            cursor.execute(sql, {**params, "batch": batch_size})
             batch = cursor.rowcount
         deleted += batch
         if batch < batch_size:
             return deleted
+
+
+def idempotency_records_reap(*, now: dt.datetime, batch_size: int) -> int:
+    """Delete idempotency records past their expiry, oldest first, in batches. Rows another
+    transaction holds are skipped (they are in use) and reaped next time."""
+    table = IdempotencyRecord._meta.db_table
+    return _delete_in_batches(
+        f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE expires_at < %(now)s "  # noqa: S608
+        "ORDER BY expires_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED)", {"now": now}, batch_size)
+
+
+def admission_decisions_purge(*, before: dt.datetime, batch_size: int) -> int:
+    """Delete recorded admission decisions (denials, dry-run would-denies) made before `before`."""
+    return _delete_in_batches(
+        "DELETE FROM policy_admissiondecision WHERE id IN (SELECT id FROM policy_admissiondecision "
+        "WHERE created_at < %(before)s ORDER BY created_at LIMIT %(batch)s)", {"before": before}, batch_size)
+
+
+def reservations_purge(*, before: dt.datetime, batch_size: int) -> int:
+    """Delete settled and released reservations that finished before `before`. Held ones stay
+    (expired ones are released first, then purged once they are old)."""
+    return _delete_in_batches(
+        "DELETE FROM policy_reservation WHERE id IN (SELECT id FROM policy_reservation "
+        "WHERE state <> 'held' AND finished_at < %(before)s ORDER BY finished_at LIMIT %(batch)s "
+        "FOR UPDATE SKIP LOCKED)", {"before": before}, batch_size)
+
+
+# Ledger rows are per calendar window; a row may go once its window has ended, i.e. once it began
+# more than the window's longest possible length ago (a DST change adds an hour to a local day).
+# Per cap (LATERAL), so each cap's old windows are a range of the (cap_id, window_start) index.
+_PURGE_LEDGER = """
+    DELETE FROM policy_usageledger WHERE id IN (
+        SELECT old.id FROM policy_policycap cap CROSS JOIN LATERAL (
+            SELECT ledger.id FROM policy_usageledger ledger
+            WHERE ledger.cap_id = cap.id AND ledger.reserved = 0
+              AND ledger.window_start < %(ended_before)s - CASE cap."window"
+                    WHEN 'minute' THEN interval '1 minute' WHEN 'hour' THEN interval '1 hour'
+                    WHEN 'day' THEN interval '25 hours' WHEN 'week' THEN interval '169 hours'
+                    ELSE interval '745 hours' END
+            LIMIT %(batch)s FOR UPDATE SKIP LOCKED) old
+        WHERE cap."window" <> 'total'
+        LIMIT %(batch)s)
+"""
+
+
+def ledger_windows_purge(*, ended_before: dt.datetime, batch_size: int) -> int:
+    """Delete usage-ledger rows of cap windows that ended before `ended_before`. Never a `total`
+    window, nor a row something still holds a reservation on; rows locked by a running admission
+    or settlement are skipped (no waiting, so no lock-order concerns) and go next time."""
+    return _delete_in_batches(_PURGE_LEDGER, {"ended_before": ended_before}, batch_size)

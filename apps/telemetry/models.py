@@ -31,6 +31,7 @@ class Run(models.Model):
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=18, decimal_places=6, default=0)
+    events = models.BigIntegerField(default=0, help_text="Run events recorded (bounded by MAX_EVENTS_PER_RUN).")
     metadata = models.JSONField(default=dict, blank=True)
 
     class Meta:

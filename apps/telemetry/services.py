@@ -22,6 +22,7 @@ from decimal import Decimal
 from typing import Any
 
 import psycopg
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from psycopg.types.json import set_json_dumps
@@ -270,20 +271,36 @@ def attempts_record(*, principal: Any, items: Sequence[AttemptIn], batch: bool) 
     return ids
 
 
+# Counts the batch against the run's event budget and finds the run, in one statement by primary key.
+_COUNT_EVENTS = """
+    UPDATE telemetry_run SET events = events + %(count)s
+    WHERE id = %(run)s AND agent_id = %(agent)s AND events + %(count)s <= %(limit)s
+    RETURNING project_id
+"""
+
+
 @transaction.atomic
 def run_events_record(*, principal: Any, run_id: uuid.UUID, items: Sequence[RunEventIn],
                       batch: bool) -> list[uuid.UUID]:
-    """Append events to the caller's run (looked up once, by primary key)."""
+    """Append events to the caller's run, at most MAX_EVENTS_PER_RUN in its life."""
     agent_id = _agent_of(principal)
-    run = Run.objects.filter(pk=run_id, agent_id=agent_id).only("id", "project_id").first()
-    if run is None:
-        raise NotFound("No such run.", code="run_not_found")
+    limit = settings.MAX_EVENTS_PER_RUN
+    with connection.cursor() as cursor:
+        cursor.execute(_COUNT_EVENTS, {"count": len(items), "run": run_id, "agent": agent_id, "limit": limit})
+        row = cursor.fetchone()
+    if row is None:
+        run = Run.objects.filter(pk=run_id, agent_id=agent_id).only("events").first()
+        if run is None:
+            raise NotFound("No such run.", code="run_not_found")
+        raise Conflict(f"The run has {run.events} events; a run takes at most {limit}.",
+                       code="run_event_limit_reached", limit=limit, recorded=run.events)
+    [project_id] = row
     window = TimeWindow(timezone.now())
     ids = uuid7_batch(len(items))
     with bulk_writer("run_events", EVENT_COLUMNS) as write:
         for position, event in enumerate(items):
             index = position if batch else None
-            write((window.check(event.time, index), ids[position], run.pk, run.project_id, agent_id, event.kind,
+            write((window.check(event.time, index), ids[position], run_id, project_id, agent_id, event.kind,
                    event.message, encoded_attributes(event.attributes, index)))
     return ids
 

@@ -1,5 +1,6 @@
 """Settings shared by every environment. Configuration comes only from the environment."""
 
+import ipaddress
 import sys
 from pathlib import Path
 
@@ -24,6 +25,16 @@ KEY_PEPPER_PREVIOUS = env.str("KEY_PEPPER_PREVIOUS", default="")
 AUTH_CACHE_ENABLED = env.bool("AUTH_CACHE_ENABLED", default=True)
 AUTH_CACHE_MAX_AGE_SECONDS = env.int("AUTH_CACHE_MAX_AGE_SECONDS", default=60)
 
+# The reverse proxy's addresses (or "*"): only these peers' X-Forwarded-* headers are believed, for
+# the scheme and the client address (modeloman.request_context). gunicorn reads the same variable.
+FORWARDED_ALLOW_IPS = env.list("FORWARDED_ALLOW_IPS", default=["127.0.0.1", "::1"])
+for _address in FORWARDED_ALLOW_IPS:
+    if _address != "*":
+        try:
+            ipaddress.ip_address(_address)
+        except ValueError:
+            raise ImproperlyConfigured(f"FORWARDED_ALLOW_IPS: {_address!r} is not an IP address or *.") from None
+
 ADMIN_URL = env.str("ADMIN_URL", default="admin/")
 HTTP_ADDR = env.str("HTTP_ADDR", default="127.0.0.1:8080")
 POLICY_TIMEZONE = env.str("POLICY_TIMEZONE", default="UTC")
@@ -42,6 +53,18 @@ if TIMESCALE not in ("auto", "required", "off"):
 TELEMETRY_RETENTION_DAYS = env.int("TELEMETRY_RETENTION_DAYS", default=90)
 TELEMETRY_COMPRESS_AFTER_DAYS = env.int("TELEMETRY_COMPRESS_AFTER_DAYS", default=7)
 IDEMPOTENCY_RETENTION_HOURS = env.int("IDEMPOTENCY_RETENTION_HOURS", default=24)
+# Operational rows telemetry_maintenance purges (days): denied / would-deny admission decisions,
+# settled or released reservations (their usage stays in the ledger and in prompt_attempts), and
+# ledger rows of cap windows that ended that long ago (`total` windows are never purged).
+ADMISSION_DECISION_RETENTION_DAYS = env.int("ADMISSION_DECISION_RETENTION_DAYS", default=90)
+RESERVATION_RETENTION_DAYS = env.int("RESERVATION_RETENTION_DAYS", default=30)
+USAGE_LEDGER_RETENTION_DAYS = env.int("USAGE_LEDGER_RETENTION_DAYS", default=90)
+# Run events accepted per run; beyond it a write is 409 run_event_limit_reached.
+MAX_EVENTS_PER_RUN = env.int("MAX_EVENTS_PER_RUN", default=10_000)
+for _name in ("ADMISSION_DECISION_RETENTION_DAYS", "RESERVATION_RETENTION_DAYS", "USAGE_LEDGER_RETENTION_DAYS",
+              "MAX_EVENTS_PER_RUN"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1.")
 # data_growth_check limits, e.g. "prompt_attempts=1000000000" or "500 GB" (all tables).
 DATA_GROWTH_MAX_ROWS = env.str("DATA_GROWTH_MAX_ROWS", default="")
 DATA_GROWTH_MAX_SIZE = env.str("DATA_GROWTH_MAX_SIZE", default="")
@@ -64,9 +87,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: it drops forwarded headers from untrusted peers before SecurityMiddleware reads them.
+    "modeloman.request_context.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "modeloman.request_context.RequestContextMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -157,7 +181,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["apps.keys.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["modeloman.access.OperationPermission"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["modeloman.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "modeloman.problems.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "modeloman.schema.AutoSchema",
     "UNAUTHENTICATED_USER": None,

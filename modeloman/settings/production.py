@@ -8,17 +8,20 @@ from django.core.exceptions import ImproperlyConfigured
 if not os.environ.get("DATABASE_URL"):
     raise ImproperlyConfigured("DATABASE_URL is required in production.")
 
+from modeloman.secret_strength import PEPPER_MIN_LENGTH, SECRET_KEY_MIN_LENGTH, secret_weakness  # noqa: E402
+
 from .base import *  # noqa: E402, F403
 from .base import env  # noqa: E402
 
-_WEAK_MARKERS = ("insecure", "change-me", "changeme", "example", "secret-key")
 
-
-def _strong_secret(name: str) -> str:
+def _strong_secret(name: str, *, min_length: int, optional: bool = False) -> str:
     value = env.str(name, default="")
-    if len(value) < 32 or len(set(value)) < 10 or any(m in value.lower() for m in _WEAK_MARKERS):
+    if optional and not value:
+        return value
+    weakness = secret_weakness(value, min_length=min_length)
+    if weakness:
         raise ImproperlyConfigured(
-            f"{name} is missing or weak: set at least 32 random characters "
+            f"{name} is missing or weak ({weakness}): set at least {min_length} random characters "
             "(`manage.py generate_secrets` prints suitable values)."
         )
     return value
@@ -27,10 +30,15 @@ def _strong_secret(name: str) -> str:
 if not env.str("REDIS_URL", default=""):
     raise ImproperlyConfigured("REDIS_URL is required in production (rate limits, shared cache).")
 
-SECRET_KEY = _strong_secret("SECRET_KEY")
-KEY_PEPPER = _strong_secret("KEY_PEPPER")
+SECRET_KEY = _strong_secret("SECRET_KEY", min_length=SECRET_KEY_MIN_LENGTH)
+KEY_PEPPER = _strong_secret("KEY_PEPPER", min_length=PEPPER_MIN_LENGTH)
+# Keys digested with the previous pepper still authenticate: it is as much a secret as the current one.
+KEY_PEPPER_PREVIOUS = _strong_secret("KEY_PEPPER_PREVIOUS", min_length=PEPPER_MIN_LENGTH, optional=True)
+if KEY_PEPPER_PREVIOUS == KEY_PEPPER:
+    raise ImproperlyConfigured("KEY_PEPPER_PREVIOUS must differ from KEY_PEPPER (leave it empty after a rotation).")
 DEBUG = False
 
+# Believed only from FORWARDED_ALLOW_IPS peers: RequestContextMiddleware drops it from anyone else.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)

@@ -16,7 +16,8 @@ from tests.telemetry.timeseries_data import attempt, insert_attempts, new_projec
 
 pytestmark = pytest.mark.django_db
 
-TABLES = ("prompt_attempts", "run_events", "benchmarks", "audit_auditevent", "telemetry_idempotencyrecord")
+TABLES = ("prompt_attempts", "run_events", "benchmarks", "audit_auditevent", "telemetry_idempotencyrecord",
+          "policy_admissiondecision", "policy_reservation", "policy_usageledger", "telemetry_run")
 
 
 def growth_check(*args: str) -> str:

@@ -135,3 +135,35 @@ def test_twenty_concurrent_identical_requests_have_exactly_one_effect():
     run_id = str(Run.objects.get().pk)
     assert all(b["id"] == run_id for s, b in zip(statuses, bodies, strict=True) if s == 201)
     assert all(b["code"] == "idempotency_in_flight" for s, b in zip(statuses, bodies, strict=True) if s == 409)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_retries_of_a_failing_request_get_its_400_or_409_never_500():
+    """Issue 8, item 5: a failed original deletes its claim; a concurrent retry that saw the claim
+    conflict and then found it gone used to answer 500 (IdempotencyRecord.DoesNotExist)."""
+    from rest_framework.test import APIClient
+
+    token = issue_key(scopes=["tasks:write"]).token
+    threads_per_round, rounds = 16, 25
+    outcomes: list[tuple[int, str]] = []
+
+    def worker(barrier: threading.Barrier, key: str) -> None:
+        client = APIClient(raise_request_exception=False)  # a 500 is an outcome to count, not a crash
+        try:
+            barrier.wait()
+            response = client.post(RUNS, {"task": ""}, format="json", **headers(token, key))
+            outcomes.append((response.status_code, response.json().get("code", "")))
+        finally:
+            connections.close_all()
+
+    for _ in range(rounds):
+        barrier, key = threading.Barrier(threads_per_round), uuid.uuid4().hex
+        threads = [threading.Thread(target=worker, args=(barrier, key)) for _ in range(threads_per_round)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    assert len(outcomes) == threads_per_round * rounds
+    assert set(outcomes) <= {(400, "validation_error"), (409, "idempotency_in_flight")}, sorted(set(outcomes))
+    assert not Run.objects.exists() and not IdempotencyRecord.objects.exists()

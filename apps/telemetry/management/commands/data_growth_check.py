@@ -17,7 +17,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection, transaction
 
 from apps.audit.models import AuditEvent
-from apps.telemetry.models import IdempotencyRecord
+from apps.policy.models import AdmissionDecision, Reservation, UsageLedger
+from apps.telemetry.models import IdempotencyRecord, Run
 
 GIB = 1024**3
 # table -> (rows, bytes). Generous: these say "plan capacity now", not "something broke".
@@ -27,6 +28,11 @@ DEFAULT_LIMITS = {
     "benchmarks": (50_000_000, 20 * GIB),
     AuditEvent._meta.db_table: (200_000_000, 100 * GIB),
     IdempotencyRecord._meta.db_table: (100_000_000, 50 * GIB),
+    # Purged by telemetry_maintenance after their retention: growth here means it is not running.
+    AdmissionDecision._meta.db_table: (100_000_000, 50 * GIB),
+    Reservation._meta.db_table: (200_000_000, 100 * GIB),
+    UsageLedger._meta.db_table: (50_000_000, 20 * GIB),
+    Run._meta.db_table: (100_000_000, 50 * GIB),
 }
 EXACT_BELOW = 100_000
 

@@ -3,7 +3,10 @@
     manage.py telemetry_maintenance [--full] [--lookback-hours 6] [--batch-size 10000] [--apply-retention]
 
 1. releases expired admission reservations;
-2. deletes expired idempotency records;
+2. deletes expired idempotency records, and the operational rows past their retention:
+   admission decisions (ADMISSION_DECISION_RETENTION_DAYS), settled or released reservations
+   (RESERVATION_RETENTION_DAYS) and ledger rows of cap windows that ended long ago
+   (USAGE_LEDGER_RETENTION_DAYS; `total` windows are kept);
 3. refreshes the rollups: on plain PostgreSQL recomputes the recent buckets (all of them with
    --full); on TimescaleDB refreshes the continuous aggregates over the same window (their
    policies do this too, when the scheduler runs);
@@ -27,7 +30,8 @@ from apps.telemetry.rollups import retention_policy_horizons, rollups_refresh, t
 
 
 class Command(BaseCommand):
-    help = "Release expired reservations, reap idempotency records, refresh rollups, apply retention."
+    help = ("Release expired reservations, reap idempotency records, purge old decisions, reservations "
+            "and ledger windows, refresh rollups, apply retention.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--full", action="store_true",
@@ -56,6 +60,15 @@ class Command(BaseCommand):
         self.stdout.write(f"reservations: released {released} expired")
         reaped = maintenance.idempotency_records_reap(now=now, batch_size=batch_size)
         self.stdout.write(f"idempotency records: deleted {reaped} expired")
+        days = dt.timedelta(days=1)
+        decisions = maintenance.admission_decisions_purge(
+            before=now - settings.ADMISSION_DECISION_RETENTION_DAYS * days, batch_size=batch_size)
+        finished = maintenance.reservations_purge(
+            before=now - settings.RESERVATION_RETENTION_DAYS * days, batch_size=batch_size)
+        windows = maintenance.ledger_windows_purge(
+            ended_before=now - settings.USAGE_LEDGER_RETENTION_DAYS * days, batch_size=batch_size)
+        self.stdout.write(f"purged: admission decisions {decisions}, finished reservations {finished}, "
+                          f"ledger windows {windows}")
         # Refresh before retention, so rows are rolled up before they are deleted.
         for name, result in rollups_refresh(full=full, lookback=lookback, retention=retention, now=now).items():
             self.stdout.write(f"rollup {name}: {result}")
