@@ -22,6 +22,7 @@ from rest_framework.test import APIClient
 from apps.keys.authentication import authenticate_token
 from apps.policy import services
 from apps.policy.models import Reservation, UsageLedger
+from modeloman.problems import problem_exception_handler
 from modeloman.transactions import ServiceBusy, atomic_with_retry
 from tests.factories import AgentFactory, issue_key, make_cap, make_price
 
@@ -223,5 +224,6 @@ def test_a_deadlock_that_still_happens_is_retried_and_otherwise_is_a_503(token):
                       lambda: atomic_with_retry(_lock_two_rows(second, first, barrier, tries[1]), attempts=1))
     busy = [r for r in results if isinstance(r, ServiceBusy)]
     assert len(busy) == 1 and "done" in results
-    assert (busy[0].status, busy[0].code) == (503, "database_busy")
     assert isinstance(busy[0].__cause__, OperationalError)
+    response = problem_exception_handler(busy[0], {})  # what the agent would get
+    assert (response.status_code, response.data["code"], response["Retry-After"]) == (503, "database_busy", "1")
