@@ -32,6 +32,7 @@ class DomainError(Exception):
     status = 400
     code = "bad_request"
     title = "Bad request"
+    headers: dict[str, str] = {}  # extra response headers; subclasses replace it, never mutate it
 
     def __init__(self, detail: str, *, code: str | None = None, **extra: Any) -> None:
         super().__init__(detail)
@@ -104,6 +105,7 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
     headers: dict[str, str] = {}
     if isinstance(exc, DomainError):
         status, code, title, detail, extra = exc.status, exc.code, exc.title, exc.detail, exc.extra
+        headers.update(exc.headers)
     elif isinstance(exc, DjangoValidationError):
         status, code, title = 400, "validation_error", "Invalid input"
         detail, extra = "The request did not pass validation.", {"errors": validation_errors(exc)}

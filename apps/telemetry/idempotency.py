@@ -23,6 +23,7 @@ from rest_framework.response import Response
 
 from apps.telemetry.models import IdempotencyRecord
 from modeloman.problems import Conflict, DomainError, InvalidInput
+from modeloman.transactions import atomic_with_retry
 
 HEADER = "Idempotency-Key"
 KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
@@ -129,12 +130,17 @@ def run_idempotent(request: Request, *, operation: str, handler: Callable[[], Re
     claim = _claim(scope, key, operation, _fingerprint(request, operation))
     if isinstance(claim, IdempotencyRecord):
         return Response(claim.response_body, status=claim.response_status, headers={"Idempotent-Replayed": "true"})
+
+    def write_and_store() -> Response:
+        response = handler()
+        IdempotencyRecord.objects.filter(pk=claim).update(
+            state=IdempotencyRecord.State.COMPLETED, response_status=response.status_code,
+            response_body=sanitize(response.data))
+        return response
+
     try:
-        with transaction.atomic():
-            response = handler()
-            IdempotencyRecord.objects.filter(pk=claim).update(
-                state=IdempotencyRecord.State.COMPLETED, response_status=response.status_code,
-                response_body=sanitize(response.data))
+        # A deadlock or serialization failure runs the write again (or ends as 503), never a 500.
+        response = atomic_with_retry(write_and_store)
     except BaseException:
         IdempotencyRecord.objects.filter(pk=claim, state=IdempotencyRecord.State.IN_FLIGHT).delete()
         raise
