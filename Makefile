@@ -21,8 +21,11 @@ run: export DJANGO_SETTINGS_MODULE ?= modeloman.settings.local
 run: $(VENV)/.runtime
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
+	@# An empty database gets demo data for the public leaderboard (it says so; seed_demo --clear removes it).
+	$(PY) manage.py seed_demo --if-empty
 	@echo ""
 	@echo "ModeloMan is starting on http://$(HTTP_ADDR)/"
+	@echo "  leaderboard:     http://$(HTTP_ADDR)/"
 	@echo "  operator admin:  http://$(HTTP_ADDR)/$${ADMIN_URL:-admin/}"
 	@echo "  operator login:  make superuser   (in another terminal)"
 	@echo "  agent key:       $(PY) manage.py create_agent_key --project demo --agent a1 --scopes tasks:write --create"
