@@ -59,7 +59,7 @@ def _x_label(moment: dt.datetime, hourly: bool) -> str:
 def trend_chart(points: Sequence[tuple[dt.datetime, Interval | None]], *, title: str, hourly: bool,
                 width: int = 640, height: int = 260) -> SafeString:
     """Success rate per bucket with its 95% Wilson band; y axis 0-100%, x axis time (UTC)."""
-    left, right, top, bottom = 48, 12, 12, 40
+    left, right, top, bottom = 48, 28, 12, 40  # room for the last date label
     plot_w, plot_h = width - left - right, height - top - bottom
     step = plot_w / max(1, len(points) - 1)
 
