@@ -16,6 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 
 from django.conf import settings
 from django.db import connection
@@ -88,7 +89,7 @@ class Entry:
     trend: list[Point] = field(default_factory=list)
     rank: int = 0
 
-    @property
+    @cached_property  # read after the entry is summed, many times by ranking and templates
     def rate(self) -> Interval | None:
         return wilson(self.successes, self.attempts)
 
@@ -103,11 +104,11 @@ class Entry:
         """Some attempts had no price: their cost is missing from cost per success."""
         return 0 < self.priced_attempts < self.attempts
 
-    @property
+    @cached_property
     def p50_ms(self) -> float | None:
         return latency_percentile(self.histogram, 0.5) if self.histogram else None
 
-    @property
+    @cached_property
     def p95_ms(self) -> float | None:
         return latency_percentile(self.histogram, 0.95) if self.histogram else None
 
@@ -155,7 +156,10 @@ class Board:
 
 _PUBLIC_PROJECT = "JOIN keys_project p ON p.id = r.project_id AND p.leaderboard_opt_in AND p.public_name <> ''"
 _NOT_HIDDEN = "r.{column} NOT IN (SELECT h.name FROM leaderboard_hiddenentry h WHERE h.kind = '{kind}')"
-_HISTOGRAM_SUMS = ", ".join(f"sum(r.{column})::bigint" for column in HISTOGRAM)
+# Totals only: on the per-bucket rows of the grouping sets below these are NULL, which keeps
+# the rows the database sends (and Python decodes) small.
+_TOTAL_ONLY = ", ".join(f"CASE WHEN GROUPING(r.{{bucket}}) = 1 THEN {expression} END" for expression in (
+    "sum(r.priced_attempts)::bigint", "sum(r.cost_usd)", *(f"sum(r.{column})::bigint" for column in HISTOGRAM)))
 
 
 def _attempt_rows(window: Window, *, since: dt.datetime, prompts: bool, model: str | None = None,
@@ -171,10 +175,12 @@ def _attempt_rows(window: Window, *, since: dt.datetime, prompts: bool, model: s
     if prompt_name is not None:
         where.append("r.prompt_name = %(prompt_name)s")
     # Only fixed identifiers are interpolated; values are parameters.
-    sql = (f"SELECT {group}, r.{{bucket}}, sum(r.attempts)::bigint, sum(r.successes)::bigint, "  # noqa: S608
-           f"sum(r.priced_attempts)::bigint, sum(r.cost_usd), {_HISTOGRAM_SUMS} "
-           f"FROM {window.attempts_source} r {_PUBLIC_PROJECT} WHERE {' AND '.join(where)} "
-           f"GROUP BY {group}, r.{{bucket}}").format(bucket=window.bucket_column)
+    # One row per entry and bucket (the trend) and one per entry (its totals, bucket NULL).
+    # Buckets travel as epoch seconds: decoding thousands of timestamps costs more than the query.
+    sql = (f"SELECT {group}, extract(epoch FROM r.{{bucket}})::bigint, "  # noqa: S608
+           "sum(r.attempts)::bigint, sum(r.successes)::bigint, "
+           f"{_TOTAL_ONLY} FROM {window.attempts_source} r {_PUBLIC_PROJECT} WHERE {' AND '.join(where)} "
+           f"GROUP BY GROUPING SETS (({group}, r.{{bucket}}), ({group}))").format(bucket=window.bucket_column)
     with connection.cursor() as cursor:
         cursor.execute(sql, {"since": since, "model": model, "project_id": project_id, "prompt_name": prompt_name})
         return cursor.fetchall()
@@ -214,7 +220,7 @@ def _buckets(since: dt.datetime, now: dt.datetime, width: dt.timedelta) -> list[
 
 def _entries_from_attempts(rows: Iterable[tuple], *, prompts: bool, buckets: list[dt.datetime]) -> list[Entry]:
     by_key: dict[tuple, Entry] = {}
-    position = {start: index for index, start in enumerate(buckets)}
+    position = {int(start.timestamp()): index for index, start in enumerate(buckets)}
     width = len(HISTOGRAM)
     for row in rows:
         if prompts:
@@ -228,14 +234,12 @@ def _entries_from_attempts(rows: Iterable[tuple], *, prompts: bool, buckets: lis
         if entry is None:
             entry = by_key[key] = Entry(kind="prompts" if prompts else "models", name=name, version=version,
                                         project=public_name, project_id=project_id,
-                                        histogram=dict.fromkeys(HISTOGRAM, 0),
                                         trend=[Point(start) for start in buckets])
-        entry.attempts += attempts
-        entry.successes += successes
-        entry.priced_attempts += priced
-        entry.cost_usd += cost or 0
-        for column, count in zip(HISTOGRAM, histogram[:width], strict=True):
-            entry.histogram[column] += count
+        if bucket is None:  # the entry's totals
+            entry.attempts, entry.successes, entry.priced_attempts = attempts, successes, priced
+            entry.cost_usd = cost or Decimal(0)
+            entry.histogram = dict(zip(HISTOGRAM, histogram[:width], strict=True))
+            continue
         index = position.get(bucket)
         if index is not None:
             entry.trend[index].attempts += attempts
