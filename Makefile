@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HTTP_ADDR ?= 127.0.0.1:8080
 
-.PHONY: run test lint bench superuser stop-db
+.PHONY: run test lint bench superuser stop-db protos
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -59,3 +59,15 @@ superuser: $(VENV)/.runtime
 ## Stop the embedded PostgreSQL (its data stays in var/pgdata).
 stop-db: $(VENV)/.runtime
 	$(PY) -c 'from pathlib import Path; from modeloman.embedded_db import stop_embedded_database as s; s(Path("var"))'
+
+## Regenerate the gRPC code from protos/ (checked in; CI fails when it differs from this output).
+# The .proto keeps its canonical name (modeloman/v1/control_plane.proto, what every client compiles);
+# protoc writes `from modeloman.v1 import ...` in the stubs, which would resolve to our settings
+# package, so that one import is made relative.
+GRPC_GEN := apps/gateway/grpc/gen
+protos: $(VENV)/.dev
+	rm -rf $(GRPC_GEN)/modeloman
+	$(PY) -m grpc_tools.protoc -I protos --python_out=$(GRPC_GEN) --pyi_out=$(GRPC_GEN) \
+		--grpc_python_out=$(GRPC_GEN) protos/modeloman/v1/control_plane.proto
+	sed -i 's/^from modeloman\.v1 import /from . import /' $(GRPC_GEN)/modeloman/v1/control_plane_pb2_grpc.py
+	touch $(GRPC_GEN)/modeloman/__init__.py $(GRPC_GEN)/modeloman/v1/__init__.py

@@ -90,3 +90,46 @@ def gunicorn_server(*, workers: int = 2, env: dict[str, str] | None = None) -> I
         process.terminate()
         process.wait(timeout=10)
         os.unlink(log.name)
+
+
+@contextmanager
+def grpcserve(*, env: dict[str, str] | None = None, stop: bool = True) -> Iterator[tuple[subprocess.Popen, str]]:
+    """Run `manage.py grpcserve` on a free loopback port against the test database; yield the process
+    and its address. `stop=False` leaves stopping (and waiting) to the test."""
+    child_env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "modeloman.settings.test",
+        "DATABASE_URL": database_url(),
+        "AUTH_CACHE_MAX_AGE_SECONDS": "600",  # only active invalidation can explain a fast refusal
+        "GRPC_ADDR": "127.0.0.1:0",
+        **(env or {}),
+    }
+    log = tempfile.NamedTemporaryFile(prefix="grpcserve-", suffix=".log", delete=False)  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "manage.py", "grpcserve"], cwd=BASE_DIR, env=child_env,
+        stdout=subprocess.PIPE, stderr=log, text=True,
+    )
+    try:
+        line = _first_line(process, timeout=30)
+        if not line.startswith("grpcserve listening on "):
+            raise RuntimeError(f"grpcserve did not start: {line!r}\n{Path(log.name).read_text()}")
+        yield process, line.split()[3]
+    finally:
+        if stop and process.poll() is None:
+            process.terminate()
+        try:
+            process.wait(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            os.unlink(log.name)
+
+
+def _first_line(process: subprocess.Popen, *, timeout: float) -> str:
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout):
+            return ""
+    return process.stdout.readline().strip()

@@ -38,6 +38,19 @@ for _address in FORWARDED_ALLOW_IPS:
 ADMIN_URL = env.str("ADMIN_URL", default="admin/")
 HTTP_ADDR = env.str("HTTP_ADDR", default="127.0.0.1:8080")
 POLICY_TIMEZONE = env.str("POLICY_TIMEZONE", default="UTC")
+# gRPC (manage.py grpcserve; apps/gateway/grpc/server.py). Loopback unless told otherwise; calls
+# beyond GRPC_MAX_CONCURRENT_RPCS (running or queued for a worker thread) get RESOURCE_EXHAUSTED.
+# Each worker thread holds at most one database connection.
+GRPC_ADDR = env.str("GRPC_ADDR", default="127.0.0.1:50051")
+GRPC_MAX_WORKERS = env.int("GRPC_MAX_WORKERS", default=16)
+GRPC_MAX_CONCURRENT_RPCS = env.int("GRPC_MAX_CONCURRENT_RPCS", default=256)
+GRPC_GRACE_SECONDS = env.float("GRPC_GRACE_SECONDS", default=10.0)
+ENABLE_REFLECTION = env.bool("ENABLE_REFLECTION", default=False)
+# TLS: certificate chain and key (PEM files); with GRPC_TLS_CLIENT_CA, clients must present a
+# certificate signed by that CA (mTLS).
+GRPC_TLS_CERT = env.str("GRPC_TLS_CERT", default="")
+GRPC_TLS_KEY = env.str("GRPC_TLS_KEY", default="")
+GRPC_TLS_CLIENT_CA = env.str("GRPC_TLS_CLIENT_CA", default="")
 # A reservation not settled or released within this time is released by telemetry_maintenance.
 RESERVATION_TTL_SECONDS = env.int("RESERVATION_TTL_SECONDS", default=900)
 # Caps per subject (global, one project, one agent): admission checks every applicable cap.
@@ -89,6 +102,7 @@ INSTALLED_APPS = [
     "apps.policy",
     "apps.telemetry",
     "apps.leaderboard",
+    "apps.gateway",
 ]
 
 MIDDLEWARE = [
