@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -43,7 +44,10 @@ def test_overview_and_detail_in_a_real_browser():
     assert AXE.exists(), "axe-core is missing: run `npm ci` in tests/e2e"
     call_command("seed_demo", "--days", "30", "--attempts-per-day", "300", verbosity=0)
     cache.clear()
-    settings_env = {"DJANGO_SETTINGS_MODULE": "modeloman.settings.local", "DATABASE_URL": database_url()}
+    # Local settings (manifest static files) on the test database; they want a real pepper with
+    # any DATABASE_URL, and the public pages never digest a key, so any strong value will do.
+    settings_env = {"DJANGO_SETTINGS_MODULE": "modeloman.settings.local", "DATABASE_URL": database_url(),
+                    "KEY_PEPPER": os.environ.get("KEY_PEPPER") or secrets.token_urlsafe(40)}
     # Production-like static files: hashed names from collectstatic, served by whitenoise.
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=BASE_DIR,
                    env={**os.environ, **settings_env}, check=True)
