@@ -23,9 +23,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.audit.services import Actor
+from apps.gateway.auth import authenticate_token
 from apps.keys import services as key_services
 from apps.keys import tokens
-from apps.keys.authentication import authenticate_token
 from apps.keys.models import Agent, ApiKey, Project
 from apps.policy import services as policy_services
 from apps.policy.models import ModelPrice, Policy, PolicyCap, Reservation, UsageLedger

@@ -16,8 +16,8 @@ from apps.telemetry.apis import (
 )
 from modeloman import health
 
-handler404 = "modeloman.problems.not_found"
-handler500 = "modeloman.problems.server_error"
+handler404 = "apps.gateway.rest.problems.not_found"
+handler500 = "apps.gateway.rest.problems.server_error"
 
 api_v1 = [
     path("whoami", WhoAmIApi.as_view(), name="whoami"),

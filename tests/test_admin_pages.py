@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.keys.authentication import authenticate_token
+from apps.gateway.auth import authenticate_token
 from apps.policy import services as policy_services
 from apps.telemetry.admin import BoundedCountPaginator
 from apps.telemetry.models import Benchmark, PromptAttempt, Run, RunEvent

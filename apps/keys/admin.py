@@ -17,12 +17,12 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from apps.audit.services import Actor
+from apps.gateway.access import Scope
+from apps.gateway.errors import DomainError
 from apps.keys import services
 from apps.keys.models import Agent, ApiKey, Project
-from modeloman.access import Scope
 from modeloman.admin_actions import ConfirmedActionsMixin, ReasonForm
 from modeloman.durations import parse_duration
-from modeloman.problems import DomainError
 
 SCOPE_CHOICES = [(s.value, s.value) for s in Scope]
 

@@ -10,18 +10,18 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from apps.policy import selectors, services
-from apps.policy.models import MAX_AMOUNT, MODEL_NAME_RE, Policy, PolicyCap, SubjectType
-from apps.telemetry.idempotency import idempotent_write
-from modeloman.serializers import (
+from apps.gateway.access import Op
+from apps.gateway.rest.serializers import (
     StrictBooleanField,
     StrictCharField,
     StrictDecimalField,
     StrictIntegerField,
     StrictSerializer,
 )
+from apps.gateway.rest.views import GatewayApi
+from apps.policy import selectors, services
+from apps.policy.models import MAX_AMOUNT, MODEL_NAME_RE, Policy, PolicyCap, SubjectType
 
 MAX_TOKENS = 10**9
 
@@ -51,10 +51,10 @@ class CapStatusSerializer(serializers.Serializer):
     remaining = serializers.DecimalField(max_digits=20, decimal_places=6)
 
 
-class AdmissionsApi(APIView):
+class AdmissionsApi(GatewayApi):
     """Ask before spending: the answer, the reservation and the remaining budget per cap."""
 
-    operation = "Admit"
+    operation = Op.ADMIT
 
     class InputSerializer(StrictSerializer):
         model = model_name_field
@@ -72,7 +72,6 @@ class AdmissionsApi(APIView):
         caps = CapStatusSerializer(many=True)
 
     @extend_schema(request=InputSerializer, responses=OutputSerializer)
-    @idempotent_write
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -103,11 +102,11 @@ class CapSerializer(serializers.ModelSerializer):
         fields = ["id", "level", "metric", "window", "limit", "model", "mode", "enabled"]
 
 
-class PolicyApi(APIView):
+class PolicyApi(GatewayApi):
     """GET: the calling agent's effective policy. PUT: tighten its agent or project level
     (loosening is for operators; see docs/policy.md)."""
 
-    operations = {"GET": "GetPolicy", "PUT": "SetPolicy"}
+    operations = {"GET": Op.GET_POLICY, "PUT": Op.SET_POLICY}
 
     class InputSerializer(StrictSerializer):
         subject = serializers.ChoiceField(choices=[SubjectType.AGENT, SubjectType.PROJECT])
@@ -135,7 +134,6 @@ class PolicyApi(APIView):
         })
 
     @extend_schema(request=InputSerializer, responses=LevelSerializer)
-    @idempotent_write
     def put(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -169,11 +167,11 @@ class CapPageSerializer(serializers.Serializer):
     next = serializers.URLField(allow_null=True)
 
 
-class CapsApi(APIView):
+class CapsApi(GatewayApi):
     """GET: caps that apply to the calling agent, with current usage, a page at a time
     (`?limit=` up to 200, then follow `next`). POST: add one."""
 
-    operations = {"GET": "ListPolicyCaps", "POST": "UpsertPolicyCap"}
+    operations = {"GET": Op.LIST_POLICY_CAPS, "POST": Op.UPSERT_POLICY_CAP}
 
     class PageSerializer(serializers.Serializer):  # query parameters
         limit = serializers.IntegerField(min_value=1, max_value=selectors.MAX_CAPS_PAGE, required=False,
@@ -200,7 +198,6 @@ class CapsApi(APIView):
         return Response({"results": CapWithUsageSerializer(caps, many=True).data, "next": next_url})
 
     @extend_schema(request=CreateSerializer, responses=CapSerializer)
-    @idempotent_write
     def post(self, request: Request) -> Response:
         data = self.CreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -208,14 +205,13 @@ class CapsApi(APIView):
         return Response(CapSerializer(cap).data, status=status.HTTP_201_CREATED)
 
 
-class CapDetailApi(APIView):
+class CapDetailApi(GatewayApi):
     """PUT changes a cap the caller can see (tighten anyone's, loosen only its own); DELETE
     removes one the caller created."""
 
-    operations = {"PUT": "UpsertPolicyCap", "DELETE": "DeletePolicyCap"}
+    operations = {"PUT": Op.UPSERT_POLICY_CAP, "DELETE": Op.DELETE_POLICY_CAP}
 
     @extend_schema(request=CapInputSerializer, responses=CapSerializer)
-    @idempotent_write
     def put(self, request: Request, cap_id: int) -> Response:
         data = CapInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -223,7 +219,6 @@ class CapDetailApi(APIView):
         return Response(CapSerializer(cap).data)
 
     @extend_schema(request=None, responses={204: None})
-    @idempotent_write
     def delete(self, request: Request, cap_id: int) -> Response:
         services.cap_delete_for_agent(principal=request.auth, cap_id=cap_id)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -9,10 +9,10 @@ from decimal import Decimal
 
 from django.db.models import Q
 
+from apps.gateway.errors import Forbidden, NotFound
 from apps.keys.models import Agent
 from apps.policy.models import ModelPrice, Policy, PolicyCap, SubjectType, UsageLedger
 from modeloman.invalidation import ProcessCache
-from modeloman.problems import Forbidden, NotFound
 
 MILLION = Decimal(1_000_000)
 _LEVEL_ORDER = {SubjectType.GLOBAL: 0, SubjectType.PROJECT: 1, SubjectType.AGENT: 2}

@@ -22,12 +22,12 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record, snapshot
+from apps.gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
 from apps.keys.models import Agent
 from apps.policy.models import AdmissionDecision, ModelPrice, Policy, PolicyCap, Reservation, SubjectType
 from apps.policy.selectors import CapRule, EffectivePolicy, caps_for_agent, effective_policy, price_for
 from apps.policy.windows import window_start
 from modeloman.invalidation import broadcast
-from modeloman.problems import Conflict, Forbidden, InvalidInput, NotFound
 
 POLICY_FIELDS = ("subject_type", "project", "agent", "kill_switch", "kill_switch_reason", "dry_run",
                  "allowed_models", "allow_unpriced_models", "max_tokens_per_attempt", "max_cost_per_attempt",

@@ -27,6 +27,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from psycopg.types.json import set_json_dumps
 
+from apps.gateway.errors import Conflict, Forbidden, NotFound
 from apps.keys.models import Agent
 from apps.policy import services as policy
 from apps.policy.selectors import effective_policy, price_at, price_history
@@ -41,7 +42,6 @@ from apps.telemetry.validation import (
     checked_money,
     encoded_attributes,
 )
-from modeloman.problems import Conflict, Forbidden, NotFound
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import pytest
 from django.db import IntegrityError, connection, connections, transaction
 
 from apps.audit.models import AuditEvent
-from apps.keys.authentication import authenticate_token
+from apps.gateway.auth import authenticate_token
 from apps.policy import services
 from apps.policy.models import AdmissionDecision, PolicyCap, Reservation, UsageLedger
 from apps.policy.windows import window_start

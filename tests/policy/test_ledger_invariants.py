@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from apps.keys.authentication import authenticate_token
+from apps.gateway.auth import authenticate_token
 from apps.policy import services
 from apps.policy.models import PolicyCap, UsageLedger
 from tests.factories import TEST_ACTOR, AgentFactory, issue_key, make_cap, make_price

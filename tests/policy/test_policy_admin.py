@@ -3,7 +3,7 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 
 from apps.audit.models import AuditEvent
-from apps.keys.authentication import authenticate_token
+from apps.gateway.auth import authenticate_token
 from apps.policy import services
 from apps.policy.models import Policy, PolicyCap
 from tests.factories import AgentFactory, issue_key, make_cap, make_price

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from apps.keys.authentication import authenticate_token
+from apps.gateway.auth import authenticate_token
 from apps.policy import services as policy_services
 from apps.policy.models import Reservation, UsageLedger
 from apps.telemetry import services

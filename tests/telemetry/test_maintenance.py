@@ -12,10 +12,10 @@ from django.core.management import call_command
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
-from apps.keys.authentication import authenticate_token
+from apps.gateway.auth import authenticate_token
+from apps.gateway.models import IdempotencyRecord
 from apps.policy import services as policy_services
 from apps.policy.models import Reservation
-from apps.telemetry.models import IdempotencyRecord
 from apps.telemetry.rollups import latency_percentile, timescale_enabled
 from apps.telemetry.timeseries import BenchmarkDaily, PromptAttemptHourly
 from tests.factories import issue_key, make_cap, make_price

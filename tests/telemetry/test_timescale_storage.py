@@ -224,7 +224,7 @@ def test_admin_pages_read_hypertables_and_continuous_aggregates(client):
 def test_ingest_through_the_api_writes_hypertables_and_late_rows_land_in_compressed_chunks(api_client):
     """The real endpoints on the engine: it refuses COPY FROM STDIN, so ingest falls back to
     multi-row INSERT; late attempts and events into already compressed chunks are accepted."""
-    from apps.keys.authentication import authenticate_token
+    from apps.gateway.auth import authenticate_token
     from apps.telemetry import services
     from tests.factories import issue_key, make_price
 
