@@ -109,3 +109,31 @@ def test_above_its_bound_the_paginator_uses_the_planner_estimate(monkeypatch):
         count = BoundedCountPaginator(PromptAttempt.objects.order_by("-time"), 100).count
     assert count >= 3  # at least what was counted; beyond that, whatever EXPLAIN estimates
     assert [query["sql"].split()[0] for query in queries] == ["SELECT", "EXPLAIN"]
+
+
+def test_usage_of_an_unpriced_model_is_marked_agent_priced(operator, one_of_everything):
+    from decimal import Decimal
+
+    from apps.policy.models import Reservation
+    from apps.telemetry import services as telemetry
+
+    policy_services.policy_set(actor=TEST_ACTOR, subject_type="global", allow_unpriced_models=True)
+    agent = one_of_everything.api_key.agent
+    principal = authenticate_token(issue_key(agent, scopes=["telemetry:write", "tasks:write"]).token)
+    admission = policy_services.admit(principal=principal, model="mystery-model", estimated_input_tokens=10,
+                                      estimated_output_tokens=0, estimated_cost_usd=Decimal("0.25"))
+    assert admission.allowed, admission.reasons
+    telemetry.attempts_record(principal=principal, batch=False, items=[AttemptIn(
+        model="mystery-model", success=True, input_tokens=1, output_tokens=1, latency_ms=5,
+        reported_cost_usd=Decimal("0.2"), reservation_id=admission.reservation_id)])
+
+    attempts = operator.get(reverse("admin:telemetry_promptattempt_changelist"))
+    by_model = {a.model: attempts.context["cl"].model_admin.priced_by(a) for a in attempts.context["cl"].result_list}
+    assert by_model == {"gpt-test": "server", "mystery-model": "agent (unpriced model)"}
+    assert b"agent (unpriced model)" in attempts.content
+
+    reservations = operator.get(reverse("admin:policy_reservation_changelist"))
+    changelist = reservations.context["cl"]
+    marks = {r.model: changelist.model_admin.priced_by(r) for r in changelist.result_list}
+    assert marks == {"gpt-test": "server", "mystery-model": "agent (unpriced model)"}
+    assert Reservation.objects.get(id=admission.reservation_id).state == "settled"

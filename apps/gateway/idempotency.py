@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from apps.gateway.errors import Conflict, InvalidInput, PreconditionFailed
 from apps.gateway.models import IdempotencyRecord
+from modeloman.transactions import atomic_with_retry
 
 KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 IN_FLIGHT_LEASE = timedelta(seconds=60)
@@ -156,11 +157,16 @@ def idempotent(*, principal: KeyOwner, key: str | None, operation: str, request:
     claim = _claim(principal_scope(principal), key, operation, _fingerprint(operation, request))
     if isinstance(claim, IdempotencyRecord):
         return Outcome(claim.response_status, claim.response_body, replayed=True)
+
+    def write_and_store() -> tuple[int, Any]:
+        status, body = run()
+        IdempotencyRecord.objects.filter(pk=claim).update(
+            state=IdempotencyRecord.State.COMPLETED, response_status=status, response_body=sanitize(body))
+        return status, body
+
     try:
-        with transaction.atomic():
-            status, body = run()
-            IdempotencyRecord.objects.filter(pk=claim).update(
-                state=IdempotencyRecord.State.COMPLETED, response_status=status, response_body=sanitize(body))
+        # A deadlock or serialization failure runs the write again (or ends as 503), never a 500.
+        status, body = atomic_with_retry(write_and_store)
     except BaseException:
         IdempotencyRecord.objects.filter(pk=claim, state=IdempotencyRecord.State.IN_FLIGHT).delete()
         raise

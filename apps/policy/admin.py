@@ -10,7 +10,7 @@ from __future__ import annotations
 from django import forms
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
-from django.db.models import BooleanField, Model, QuerySet
+from django.db.models import BooleanField, Exists, Model, OuterRef, QuerySet
 from django.db.models.expressions import RawSQL
 from django.http import HttpRequest, HttpResponse
 
@@ -283,8 +283,19 @@ class UsageLedgerAdmin(ReadOnlyModelAdmin):
 
 @admin.register(Reservation)
 class ReservationAdmin(ReadOnlyModelAdmin):
-    list_display = ("id", "agent", "model", "state", "estimated_cost_usd", "actual_cost_usd", "created_at",
-                    "expires_at")
+    list_display = ("id", "agent", "model", "state", "estimated_cost_usd", "actual_cost_usd", "priced_by",
+                    "created_at", "expires_at")
     list_filter = ("state",)
     list_select_related = ("agent__project",)
     date_hierarchy = "created_at"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Reservation]:
+        priced = ModelPrice.objects.filter(model=OuterRef("model"), effective_from__lte=OuterRef("created_at"))
+        return super().get_queryset(request).annotate(priced=Exists(priced))
+
+    @admin.display(description="priced by")
+    def priced_by(self, reservation: Reservation) -> str:
+        """An unpriced model's costs are the agent's own estimate and report, not ours."""
+        if reservation.priced:
+            return "server"
+        return "agent (unpriced model)" if reservation.estimated_cost_usd is not None else "unpriced, no cost"

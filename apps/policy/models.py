@@ -30,6 +30,7 @@ MODEL_NAME_VALIDATOR = RegexValidator(
     code="invalid_model",
 )
 MAX_AMOUNT = Decimal("1000000000000")  # 1e12: tokens, requests or USD; anything larger is an error
+LEDGER_MAX = Decimal("99999999999999.999999")  # the largest numeric(20, 6): where `overrun` saturates
 
 
 def model_names_check(name: str) -> models.CheckConstraint:
@@ -219,6 +220,7 @@ class UsageLedger(models.Model):
     used = models.DecimalField(max_digits=20, decimal_places=6, default=Decimal(0))
     reserved = models.DecimalField(max_digits=20, decimal_places=6, default=Decimal(0))
     # Usage that arrived beyond the limit after admission (actual > estimate); never admitted.
+    # Saturates at LEDGER_MAX: the other columns are bounded by the limit, this one is not.
     overrun = models.DecimalField(max_digits=20, decimal_places=6, default=Decimal(0))
     limit_snapshot = models.DecimalField(max_digits=20, decimal_places=6)
 

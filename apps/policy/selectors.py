@@ -62,6 +62,10 @@ class EffectivePolicy:
         votes = [lvl.allow_unpriced_models for lvl in self.levels if lvl.allow_unpriced_models is not None]
         return bool(votes) and all(votes)
 
+    def cost_capped(self, model: str) -> bool:
+        """Whether an enforced cost cap counts `model`: then its cost must never be taken as $0."""
+        return any(c.enforce and c.metric == PolicyCap.Metric.COST_USD and c.applies_to(model) for c in self.caps)
+
     def merged(self) -> dict:
         """The merged view shown to agents: the most restrictive value of every rule."""
         def smallest(values):

@@ -2,8 +2,12 @@
 
 Admission never overshoots an enforce-mode cap: each cap is reserved with one conditional
 `UPDATE ... WHERE used + reserved + x <= limit_snapshot RETURNING`, all caps in one
-transaction, always in cap-id order (settlement and release use the same order, so the
-ledger can never deadlock). The ledger's CHECK constraint is the backstop.
+transaction. The ledger's CHECK constraint is the backstop.
+
+The ledger never deadlocks: every transaction that writes it locks reservations by id, then
+ledger rows by (cap id, window start), whatever order its items came in (see "The one lock
+order" below). Should a deadlock still happen elsewhere, the API's transaction runs again
+(modeloman.transactions) and at worst answers 503, never 500.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -24,10 +28,20 @@ from django.utils import timezone
 from apps.audit.services import Actor, audit_record, snapshot
 from apps.gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
 from apps.keys.models import Agent
-from apps.policy.models import AdmissionDecision, ModelPrice, Policy, PolicyCap, Reservation, SubjectType
+from apps.policy.models import (
+    LEDGER_MAX,
+    AdmissionDecision,
+    ModelPrice,
+    Policy,
+    PolicyCap,
+    Reservation,
+    SubjectType,
+    UsageLedger,
+)
 from apps.policy.selectors import CapRule, EffectivePolicy, caps_for_agent, effective_policy, price_for
 from apps.policy.windows import window_start
 from modeloman.invalidation import broadcast
+from modeloman.transactions import atomic_with_retry
 
 POLICY_FIELDS = ("subject_type", "project", "agent", "kill_switch", "kill_switch_reason", "dry_run",
                  "allowed_models", "allow_unpriced_models", "max_tokens_per_attempt", "max_cost_per_attempt",
@@ -78,14 +92,16 @@ _CREATE_WINDOW = """
 _READ = "SELECT id, used, reserved, limit_snapshot FROM policy_usageledger WHERE cap_id = %s AND window_start = %s"
 # Apply actual usage against a hold. Right-hand sides see the old row, so the headroom used for
 # any excess is (limit - used - reserved) before this update: used + reserved can never pass the limit.
-# Excess that does not fit is kept in `overrun` (it was never admitted).
+# Excess that does not fit is kept in `overrun` (it was never admitted). `used` and `reserved` are
+# bounded by the limit; `overrun` is not, so it saturates at the column's maximum instead of
+# overflowing (which would fail every later write to the row, for every agent under the cap).
 _CHARGE = """
     UPDATE policy_usageledger SET
         reserved = reserved - %(held)s,
         used = used + LEAST(%(actual)s, %(held)s)
                + LEAST(GREATEST(%(actual)s - %(held)s, 0), limit_snapshot - used - reserved),
-        overrun = overrun + GREATEST(%(actual)s - %(held)s, 0)
-               - LEAST(GREATEST(%(actual)s - %(held)s, 0), limit_snapshot - used - reserved)
+        overrun = LEAST(%(max)s, overrun + GREATEST(%(actual)s - %(held)s, 0)
+               - LEAST(GREATEST(%(actual)s - %(held)s, 0), limit_snapshot - used - reserved))
     WHERE id = %(ledger)s
 """
 _CHARGE_WINDOW = _CHARGE.replace("WHERE id = %(ledger)s", "WHERE cap_id = %(cap)s AND window_start = %(start)s")
@@ -119,8 +135,12 @@ def _rule_checks(policy: EffectivePolicy, *, model: str, tokens: int, cost: Deci
         if level.max_cost_per_attempt is not None and cost is not None and cost > level.max_cost_per_attempt:
             target.append("max_cost_per_attempt")
     cost_caps = [c for c in caps if c.metric == PolicyCap.Metric.COST_USD]
-    if not priced and cost_caps and not policy.allow_unpriced_models:
-        (reasons if any(c.enforce for c in cost_caps) else would).append("unpriced_model")
+    if not priced and cost_caps:  # never silently $0: the agent's own estimate, or no admission
+        target = reasons if any(c.enforce for c in cost_caps) else would
+        if not policy.allow_unpriced_models:
+            target.append("unpriced_model")
+        elif cost is None:
+            target.append("cost_estimate_required")
     return list(dict.fromkeys(reasons)), list(dict.fromkeys(would))
 
 
@@ -212,65 +232,23 @@ def _record_decision(policy: EffectivePolicy, model: str, result: Admission, tok
 
 
 # --- settling, releasing, expiring ----------------------------------------------------------------
+#
+# The one lock order. A transaction that writes the ledger locks what it touches in this order
+# and no other: first reservations, by id; then ledger rows, by (cap id, window start), where
+# creating a window's row counts as locking it. Admission follows it inside `policy_reserve`
+# (one window per cap, caps in id order; the reservation it inserts is new, so nobody waits
+# for it). Settlement, release, expiry and usage without a reservation collect every ledger
+# write of the whole transaction — across all the reservations and items of a batch — and
+# sort them before the first one. Changing or deleting a cap locks its rows by window start.
 
 
-@transaction.atomic
-def reservation_settle(*, reservation_id: uuid.UUID, agent_id: int, actual_tokens: int,
-                       actual_cost_usd: Decimal, now: dt.datetime | None = None) -> Reservation:
-    """Move actual usage into `used` and release the rest of what the reservation held."""
-    now = now or timezone.now()
-    updated = Reservation.objects.filter(id=reservation_id, agent_id=agent_id, state=Reservation.State.HELD).update(
-        state=Reservation.State.SETTLED, finished_at=now, actual_tokens=actual_tokens, actual_cost_usd=actual_cost_usd)
-    reservation = _reservation_or_error(reservation_id, agent_id, updated)
-    with connection.cursor() as cursor:
-        for hold in sorted(reservation.holds, key=lambda h: h["cap"]):
-            actual = _amount(hold["metric"], cost=actual_cost_usd, tokens=actual_tokens)
-            cursor.execute(_CHARGE, {"held": Decimal(hold["amount"]), "actual": actual, "ledger": hold["ledger"]})
-    return reservation
+class Settlement(NamedTuple):
+    """An attempt that reports what happened under a reservation."""
 
-
-@transaction.atomic
-def reservation_release(*, reservation_id: uuid.UUID, agent_id: int, now: dt.datetime | None = None) -> Reservation:
-    """Give back everything a reservation held (the attempt failed or never happened)."""
-    updated = Reservation.objects.filter(id=reservation_id, agent_id=agent_id, state=Reservation.State.HELD).update(
-        state=Reservation.State.RELEASED, finished_at=now or timezone.now())
-    reservation = _reservation_or_error(reservation_id, agent_id, updated)
-    _release_holds(reservation.holds)
-    return reservation
-
-
-def _release_holds(holds: list[dict]) -> None:
-    with connection.cursor() as cursor:
-        for hold in sorted(holds, key=lambda h: h["cap"]):
-            cursor.execute("UPDATE policy_usageledger SET reserved = reserved - %s WHERE id = %s",
-                           [Decimal(hold["amount"]), hold["ledger"]])
-
-
-def _reservation_or_error(reservation_id: uuid.UUID, agent_id: int, updated: int) -> Reservation:
-    reservation = Reservation.objects.filter(id=reservation_id, agent_id=agent_id).first()
-    if reservation is None:
-        raise NotFound("No such reservation.", code="reservation_not_found")
-    if not updated:
-        raise Conflict(f"The reservation is already {reservation.state}.", code="reservation_not_held")
-    return reservation
-
-
-def reservations_expire(*, now: dt.datetime | None = None, batch_size: int = 500) -> int:
-    """Release held reservations past their expiry. Safe to run from several processes."""
-    now = now or timezone.now()
-    released = 0
-    while True:
-        with transaction.atomic():
-            batch = list(Reservation.objects.select_for_update(skip_locked=True)
-                         .filter(state=Reservation.State.HELD, expires_at__lte=now)
-                         .order_by("expires_at")[:batch_size])
-            if not batch:
-                return released
-            Reservation.objects.filter(id__in=[r.id for r in batch]).update(
-                state=Reservation.State.RELEASED, finished_at=now)
-            holds = [h for r in batch for h in r.holds]
-            _release_holds(holds)
-            released += len(batch)
+    reservation_id: uuid.UUID
+    model: str
+    tokens: int
+    cost_usd: Decimal
 
 
 class Usage(NamedTuple):
@@ -283,22 +261,148 @@ class Usage(NamedTuple):
     cost_usd: Decimal
 
 
-def usage_record(*, agent_id: int, usages: Iterable[Usage]) -> None:
-    """Count usage that came without a reservation against every applicable cap. Usage is
-    summed per cap window first, so a batch costs one statement pair per window it touches."""
+class ReservationRefused(InvalidInput):
+    """A settlement the ledger refuses. `position` is its index in the settlements given."""
+
+    def __init__(self, position: int, detail: str, *, code: str, field: str = "reservation_id") -> None:
+        super().__init__(detail, code=code)
+        self.position = position
+        self.field = field
+
+
+class _Charge(NamedTuple):
+    """One write to one ledger row: release `held` from `reserved` and charge `actual`."""
+
+    cap_id: int
+    window_start: dt.datetime
+    ledger_id: int | None  # None: usage without a reservation, whose window row may not exist yet
+    held: Decimal
+    actual: Decimal
+
+
+def _apply(charges: Iterable[_Charge]) -> None:
+    """Write every charge, in the one lock order."""
+    with connection.cursor() as cursor:
+        for charge in sorted(charges, key=lambda c: (c.cap_id, c.window_start)):
+            values = {"held": charge.held, "actual": charge.actual, "max": LEDGER_MAX}
+            if charge.ledger_id is None:
+                cursor.execute(_CREATE_WINDOW, [charge.window_start, charge.cap_id])
+                cursor.execute(_CHARGE_WINDOW, {**values, "cap": charge.cap_id, "start": charge.window_start})
+            else:
+                cursor.execute(_CHARGE, {**values, "ledger": charge.ledger_id})
+
+
+def _hold_charges(holds: Iterable[tuple[dict, Decimal | None]]) -> list[_Charge]:
+    """Charges for reservation holds, each with what actually happened (None: nothing, a release).
+    A hold's window is read from its row; a row gone with its deleted cap is skipped."""
+    holds = list(holds)
+    windows = {pk: (cap_id, start) for pk, cap_id, start in UsageLedger.objects.filter(
+        pk__in={hold["ledger"] for hold, _ in holds}).values_list("pk", "cap_id", "window_start")}
+    return [_Charge(*windows[hold["ledger"]], hold["ledger"], Decimal(hold["amount"]), actual or Decimal(0))
+            for hold, actual in holds if hold["ledger"] in windows]
+
+
+def _usage_charges(agent_id: int, usages: Iterable[Usage]) -> list[_Charge]:
+    """Usage without a reservation, summed per cap window: one write per window it touches."""
     policy = effective_policy(agent_id)
     if policy is None or not policy.caps:
-        return
-    charges: dict[tuple[int, dt.datetime], Decimal] = defaultdict(Decimal)
+        return []
+    sums: dict[tuple[int, dt.datetime], Decimal] = defaultdict(Decimal)
     for usage in usages:
         for cap in policy.caps:
             if cap.applies_to(usage.model):
                 amount = _amount(cap.metric, cost=usage.cost_usd, tokens=usage.tokens, requests=usage.requests)
-                charges[(cap.id, window_start(cap.window, usage.at))] += amount
-    with transaction.atomic(savepoint=False), connection.cursor() as cursor:  # no savepoint: all or nothing
-        for (cap_id, start), actual in sorted(charges.items()):  # cap-id order: the one lock order
-            cursor.execute(_CREATE_WINDOW, [start, cap_id])
-            cursor.execute(_CHARGE_WINDOW, {"held": Decimal(0), "actual": actual, "cap": cap_id, "start": start})
+                sums[(cap.id, window_start(cap.window, usage.at))] += amount
+    return [_Charge(cap_id, start, None, Decimal(0), actual) for (cap_id, start), actual in sums.items()]
+
+
+_SETTLE = """
+    UPDATE policy_reservation r
+    SET state = 'settled', finished_at = %s, actual_tokens = v.tokens, actual_cost_usd = v.cost
+    FROM unnest(%s::uuid[], %s::bigint[], %s::numeric[]) AS v(id, tokens, cost)
+    WHERE r.id = v.id
+"""
+
+
+def _lock_reservations(agent_id: int, settlements: Sequence[Settlement]) -> list[Reservation]:
+    """Lock the settlements' reservations (by id: the one lock order) and check each, in the
+    order given: the agent's own, still held, used once, and for the same model."""
+    locked = {r.id: r for r in Reservation.objects.select_for_update().filter(
+        id__in={s.reservation_id for s in settlements}, agent_id=agent_id).order_by("id")}
+    seen: set[uuid.UUID] = set()
+    reservations = []
+    for position, settlement in enumerate(settlements):
+        reservation = locked.get(settlement.reservation_id)
+        if reservation is None:
+            raise ReservationRefused(position, "No such reservation.", code="reservation_not_found")
+        if reservation.state != Reservation.State.HELD or reservation.id in seen:
+            state = "settled" if reservation.id in seen else reservation.state
+            raise ReservationRefused(position, f"The reservation is already {state}.", code="reservation_not_held")
+        if settlement.model != reservation.model:
+            raise ReservationRefused(
+                position, f"The reservation was admitted for model {reservation.model!r}, not {settlement.model!r}.",
+                code="reservation_model_mismatch", field="model")
+        seen.add(reservation.id)
+        reservations.append(reservation)
+    return reservations
+
+
+@transaction.atomic
+def usage_record(*, agent_id: int, settlements: Sequence[Settlement] = (), usages: Iterable[Usage] = (),
+                 now: dt.datetime | None = None) -> None:
+    """Record a batch's usage: settle its reservations (actual usage moves to `used`, the rest of
+    each hold is released) and count the usage that came without one against every applicable
+    cap. All or nothing; a refused settlement raises ReservationRefused before any write."""
+    now = now or timezone.now()
+    reservations = _lock_reservations(agent_id, settlements) if settlements else []
+    if reservations:
+        with connection.cursor() as cursor:
+            cursor.execute(_SETTLE, [now, [s.reservation_id for s in settlements], [s.tokens for s in settlements],
+                                     [s.cost_usd for s in settlements]])
+    holds = [(hold, _amount(hold["metric"], cost=settlement.cost_usd, tokens=settlement.tokens))
+             for reservation, settlement in zip(reservations, settlements, strict=True)
+             for hold in reservation.holds]
+    _apply([*_hold_charges(holds), *_usage_charges(agent_id, usages)])
+
+
+def reservation_settle(*, reservation_id: uuid.UUID, agent_id: int, model: str, actual_tokens: int,
+                       actual_cost_usd: Decimal, now: dt.datetime | None = None) -> None:
+    """Settle one reservation with what the attempt of `model` actually used."""
+    usage_record(agent_id=agent_id, settlements=[Settlement(reservation_id, model, actual_tokens, actual_cost_usd)],
+                 now=now)
+
+
+@transaction.atomic
+def reservation_release(*, reservation_id: uuid.UUID, agent_id: int, now: dt.datetime | None = None) -> Reservation:
+    """Give back everything a reservation held (the attempt failed or never happened)."""
+    updated = Reservation.objects.filter(id=reservation_id, agent_id=agent_id, state=Reservation.State.HELD).update(
+        state=Reservation.State.RELEASED, finished_at=now or timezone.now())
+    reservation = Reservation.objects.filter(id=reservation_id, agent_id=agent_id).first()
+    if reservation is None:
+        raise NotFound("No such reservation.", code="reservation_not_found")
+    if not updated:
+        raise Conflict(f"The reservation is already {reservation.state}.", code="reservation_not_held")
+    _apply(_hold_charges((hold, None) for hold in reservation.holds))
+    return reservation
+
+
+def reservations_expire(*, now: dt.datetime | None = None, batch_size: int = 500) -> int:
+    """Release held reservations past their expiry. Safe to run from several processes."""
+    now = now or timezone.now()
+
+    def release_batch() -> int:
+        batch = list(Reservation.objects.select_for_update(skip_locked=True)
+                     .filter(state=Reservation.State.HELD, expires_at__lte=now)
+                     .order_by("expires_at")[:batch_size])
+        Reservation.objects.filter(id__in=[r.id for r in batch]).update(
+            state=Reservation.State.RELEASED, finished_at=now)
+        _apply(_hold_charges((hold, None) for r in batch for hold in r.holds))
+        return len(batch)
+
+    released = 0
+    while count := atomic_with_retry(release_batch):
+        released += count
+    return released
 
 
 # --- policy, caps and prices --------------------------------------------------------------------------
@@ -348,6 +452,10 @@ def _policy_apply(*, actor: Actor, policy: Policy, reason: str, changes: dict) -
     return policy
 
 
+# A cap's ledger rows, locked in the one lock order (by window start).
+_CAP_WINDOWS = "SELECT id FROM policy_usageledger WHERE cap_id = %s ORDER BY window_start FOR UPDATE"
+
+
 @transaction.atomic
 def cap_save(*, actor: Actor, cap: PolicyCap) -> PolicyCap:
     """Create or change a cap, with an operator's authority (agents go through
@@ -360,11 +468,16 @@ def cap_save(*, actor: Actor, cap: PolicyCap) -> PolicyCap:
             raise Conflict(cap.too_many_message(), code="too_many_caps", limit=settings.MAX_CAPS_PER_SUBJECT)
         if cap.created_by_key_id is None:
             cap.created_by_user_id = actor.user_id
-    before = None if adding else snapshot(PolicyCap.objects.select_for_update().get(pk=cap.pk), CAP_FIELDS)
+    # NO KEY UPDATE: a ledger writer inserting this cap's next window takes KEY SHARE on the cap
+    # (the foreign key, checked at commit, after it locked other windows); FOR UPDATE would wait
+    # for that writer while the writer waits for the windows locked below.
+    before = None if adding else snapshot(PolicyCap.objects.select_for_update(no_key=True).get(pk=cap.pk),
+                                          CAP_FIELDS)
     cap.full_clean()
     cap.save()
     if not adding:
         with connection.cursor() as cursor:
+            cursor.execute(_CAP_WINDOWS, [cap.pk])
             cursor.execute("UPDATE policy_usageledger SET limit_snapshot = GREATEST(%s, used + reserved) "
                            "WHERE cap_id = %s", [cap.limit, cap.pk])
     audit_record(actor=actor, action="cap.create" if adding else "cap.update", target=cap,
@@ -377,6 +490,8 @@ def cap_save(*, actor: Actor, cap: PolicyCap) -> PolicyCap:
 def cap_delete(*, actor: Actor, cap: PolicyCap) -> None:
     before = snapshot(cap, CAP_FIELDS)
     audit_record(actor=actor, action="cap.delete", target=cap, before=before)
+    with connection.cursor() as cursor:  # its ledger rows go with it: lock them in the one order first
+        cursor.execute(_CAP_WINDOWS, [cap.pk])
     cap.delete()
     broadcast("policy")
 

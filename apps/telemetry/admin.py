@@ -124,13 +124,20 @@ class RunAdmin(TelemetryAdmin):
 @admin.register(PromptAttempt)
 class PromptAttemptAdmin(TelemetryAdmin):
     list_display = ("time", "project", "agent", "model", "prompt_name", "prompt_version", "success", "error_code",
-                    "input_tokens", "output_tokens", "latency_ms", "cost_usd", "reported_cost_usd")
+                    "input_tokens", "output_tokens", "latency_ms", "cost_usd", "reported_cost_usd", "priced_by")
     list_filter = (RecentFilter, "success", ModelFilter, "project")
     list_select_related = ("project", "agent")
     search_fields = ("id",)
     search_help_text = "Paste an attempt id or a run id (UUID)."
     uuid_search_fields = ("id", "run_id", "reservation_id")
     ordering = ("-time",)
+
+    @admin.display(description="priced by")
+    def priced_by(self, attempt: PromptAttempt) -> str:
+        """Whose figure the caps were charged: ours (ModelPrice), or the agent's for an unpriced model."""
+        if attempt.cost_usd is not None:
+            return "server"
+        return "agent (unpriced model)" if attempt.reported_cost_usd is not None else "unpriced, no cost"
 
 
 @admin.register(RunEvent)

@@ -5,12 +5,16 @@ the unmanaged models in `timeseries.py`."""
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from apps.keys.models import Agent, Project
+
+BIGINT_MAX = 2**63 - 1
+RUN_COST_MAX = Decimal("999999999999.999999")  # the largest numeric(18, 6): where Run.cost_usd saturates
 
 
 class Run(models.Model):
@@ -27,6 +31,7 @@ class Run(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Totals saturate (at BIGINT_MAX, RUN_COST_MAX) rather than overflow: apps.telemetry.services.
     attempts = models.BigIntegerField(default=0)
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)

@@ -31,7 +31,7 @@ from apps.gateway.errors import Conflict, Forbidden, NotFound
 from apps.keys.models import Agent
 from apps.policy import services as policy
 from apps.policy.selectors import effective_policy, price_at, price_history
-from apps.telemetry.models import Run
+from apps.telemetry.models import BIGINT_MAX, RUN_COST_MAX, Run
 from apps.telemetry.validation import (
     AttemptIn,
     BenchmarkIn,
@@ -201,10 +201,22 @@ def _check_runs_owned(agent_id: int, first_use: dict[uuid.UUID, int | None]) -> 
             raise ItemInvalid(index, "run_id", "no such run for this agent")
 
 
+# Run totals saturate at their columns' maximum: no sequence of valid batches overflows them.
+_ADD_TO_RUN = """
+    UPDATE telemetry_run SET
+        attempts = LEAST(attempts::numeric + %(attempts)s, %(bigint_max)s)::bigint,
+        input_tokens = LEAST(input_tokens::numeric + %(input)s, %(bigint_max)s)::bigint,
+        output_tokens = LEAST(output_tokens::numeric + %(output)s, %(bigint_max)s)::bigint,
+        cost_usd = LEAST(cost_usd + %(cost)s, %(cost_max)s)
+    WHERE id = %(run)s
+"""
+
+
 @transaction.atomic
 def attempts_record(*, principal: Any, items: Sequence[AttemptIn], batch: bool) -> list[uuid.UUID]:
     """Record prompt attempts, all or nothing. Cost is computed here from ModelPrice; the
-    agent's own figure is kept beside it. Attempts with a reservation settle it; the rest
+    agent's own figure is kept beside it, and is what an unpriced model is charged (under an
+    enforced cost cap it must be there). Attempts with a reservation settle it; the rest
     count against the caps directly."""
     agent_id = _agent_of(principal)
     rules = effective_policy(agent_id)
@@ -213,10 +225,13 @@ def attempts_record(*, principal: Any, items: Sequence[AttemptIn], batch: bool) 
     project_id = rules.project_id
     now = timezone.now()
     window = TimeWindow(now)
-    prices = {model: price_history(model) for model in {attempt.model for attempt in items}}  # before COPY starts
+    models = {attempt.model for attempt in items}
+    prices = {model: price_history(model) for model in models}  # before COPY starts
+    cost_capped = {model: rules.cost_capped(model) for model in models}
     ids = uuid7_batch(len(items))
 
-    settlements: list[tuple[int | None, uuid.UUID, int, Decimal]] = []
+    settlements: list[policy.Settlement] = []
+    settlement_items: list[int | None] = []  # the item index of each settlement, for errors
     # Usage without a reservation, per model and minute (the finest cap window); none without caps.
     count_usage = bool(rules.caps)
     unreserved: dict[tuple[str, int], list] = defaultdict(lambda: [0, 0, Decimal(0)])
@@ -230,10 +245,14 @@ def attempts_record(*, principal: Any, items: Sequence[AttemptIn], batch: bool) 
             attributes = encoded_attributes(attempt.attributes, index)
             price = price_at(prices[attempt.model], moment)
             cost = price.cost(attempt.input_tokens, attempt.output_tokens) if price else None
+            if cost is None and reported is None and cost_capped[attempt.model]:
+                raise ItemInvalid(index, "reported_cost_usd", "the model has no price, so a cost cap needs the "
+                                  "attempt's own cost", code="cost_required_for_unpriced_model")
             tokens = attempt.input_tokens + attempt.output_tokens
             charged = cost if cost is not None else (reported or Decimal(0))
             if attempt.reservation_id:
-                settlements.append((index, attempt.reservation_id, tokens, charged))
+                settlements.append(policy.Settlement(attempt.reservation_id, attempt.model, tokens, charged))
+                settlement_items.append(index)
             elif count_usage:
                 bucket = unreserved[(attempt.model, int(moment.timestamp()) // 60)]
                 bucket[0] += 1
@@ -252,22 +271,19 @@ def attempts_record(*, principal: Any, items: Sequence[AttemptIn], batch: bool) 
 
     # References are checked once the rows are written; a failure rolls everything back.
     _check_runs_owned(agent_id, run_first_use)
-    for index, reservation_id, tokens, charged in settlements:
-        try:
-            policy.reservation_settle(reservation_id=reservation_id, agent_id=agent_id, actual_tokens=tokens,
-                                      actual_cost_usd=charged, now=now)
-        except (NotFound, Conflict) as error:
-            raise ItemInvalid(index, "reservation_id", error.detail) from None
-    policy.usage_record(agent_id=agent_id, usages=[
-        policy.Usage(model, dt.datetime.fromtimestamp(minute * 60, dt.UTC), requests, tokens, cost_sum)
-        for (model, minute), (requests, tokens, cost_sum) in unreserved.items()])
+    try:
+        policy.usage_record(agent_id=agent_id, settlements=settlements, now=now, usages=[
+            policy.Usage(model, dt.datetime.fromtimestamp(minute * 60, dt.UTC), requests, tokens, cost_sum)
+            for (model, minute), (requests, tokens, cost_sum) in unreserved.items()])
+    except policy.ReservationRefused as refused:
+        raise ItemInvalid(settlement_items[refused.position], refused.field, refused.detail,
+                          code=refused.code) from None
     if per_run:
         with connection.cursor() as cursor:
             for run_id, (count, input_tokens, output_tokens, cost_sum) in sorted(per_run.items()):
-                cursor.execute(
-                    "UPDATE telemetry_run SET attempts = attempts + %s, input_tokens = input_tokens + %s, "
-                    "output_tokens = output_tokens + %s, cost_usd = cost_usd + %s WHERE id = %s",
-                    [count, input_tokens, output_tokens, cost_sum, run_id])
+                cursor.execute(_ADD_TO_RUN, {"attempts": count, "input": input_tokens, "output": output_tokens,
+                                             "cost": cost_sum, "run": run_id, "bigint_max": BIGINT_MAX,
+                                             "cost_max": RUN_COST_MAX})
     return ids
 
 

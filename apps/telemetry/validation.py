@@ -96,9 +96,9 @@ class BenchmarkIn(msgspec.Struct, forbid_unknown_fields=True):
 class ItemInvalid(InvalidInput):
     code = "invalid_item"
 
-    def __init__(self, index: int | None, field: str, message: str) -> None:
+    def __init__(self, index: int | None, field: str, message: str, *, code: str | None = None) -> None:
         where = f"item {index}, " if index is not None else ""
-        super().__init__(f"{where}field `{field}`: {message}", index=index, field=field)
+        super().__init__(f"{where}field `{field}`: {message}", code=code, index=index, field=field)
 
 
 class TimeWindow:

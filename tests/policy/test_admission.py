@@ -88,19 +88,19 @@ def test_settling_moves_actual_cost_to_used_and_keeps_overrun_outside_the_limit(
     principal = principal_for()
     cap = make_cap(limit="25")
     cheap = admit(principal)  # reserves 10
-    services.reservation_settle(reservation_id=cheap.reservation_id, agent_id=principal.agent_id,
+    services.reservation_settle(reservation_id=cheap.reservation_id, agent_id=principal.agent_id, model="gpt-test",
                                 actual_tokens=500_000, actual_cost_usd=Decimal("4"))
     assert (ledger(cap).used, ledger(cap).reserved) == (Decimal(4), Decimal(0))
 
     costly = admit(principal)  # reserves 10 more; actual comes back at 30
-    services.reservation_settle(reservation_id=costly.reservation_id, agent_id=principal.agent_id,
+    services.reservation_settle(reservation_id=costly.reservation_id, agent_id=principal.agent_id, model="gpt-test",
                                 actual_tokens=3 * MILLION, actual_cost_usd=Decimal("30"))
     row = ledger(cap)
     assert (row.used, row.reserved, row.overrun) == (Decimal(25), Decimal(0), Decimal(9))
     assert not admit(principal).allowed
 
     with pytest.raises(Exception) as again:
-        services.reservation_settle(reservation_id=costly.reservation_id, agent_id=principal.agent_id,
+        services.reservation_settle(reservation_id=costly.reservation_id, agent_id=principal.agent_id, model="gpt-test",
                                     actual_tokens=1, actual_cost_usd=Decimal(1))
     assert again.value.code == "reservation_not_held"
 
@@ -218,6 +218,25 @@ def test_unpriced_model_under_a_cost_cap_is_denied_unless_explicitly_allowed():
     services.policy_set(actor=TEST_ACTOR, subject_type="global", allow_unpriced_models=True)
     result = admit(principal, model="mystery-model", estimated_cost_usd=Decimal("3"))
     assert result.allowed and result.estimated_cost_usd == Decimal("3")
+
+
+@pytest.mark.django_db
+def test_an_unpriced_model_under_a_cost_cap_needs_the_agents_estimate():
+    services.policy_set(actor=TEST_ACTOR, subject_type="global", allow_unpriced_models=True)
+    principal = principal_for()
+    cap = make_cap(limit="100", metric="cost_usd")
+    result = admit(principal, model="mystery-model", input_tokens=10**9, output_tokens=10**9)
+    assert (result.allowed, result.reasons, result.reservation_id) == (False, ["cost_estimate_required"], None)
+    assert not UsageLedger.objects.filter(cap=cap).exists()  # nothing reserved, not even $0
+    assert AdmissionDecision.objects.get().reasons == ["cost_estimate_required"]
+
+    result = admit(principal, model="mystery-model", estimated_cost_usd=Decimal("2.5"))
+    assert result.allowed and ledger(cap).reserved == Decimal("2.5")
+
+    cap.mode = "dry_run"  # a dry-run cap only records the would-deny
+    services.cap_save(actor=TEST_ACTOR, cap=cap)
+    result = admit(principal, model="mystery-model")
+    assert result.allowed and result.dry_run_would_deny == ["cost_estimate_required"]
 
 
 @pytest.mark.django_db

@@ -12,7 +12,7 @@ from apps.policy.models import Reservation, UsageLedger
 from apps.telemetry import services
 from apps.telemetry.models import Run
 from apps.telemetry.validation import RunEventIn
-from tests.factories import AgentFactory, issue_key, make_cap, make_price
+from tests.factories import TEST_ACTOR, AgentFactory, issue_key, make_cap, make_price
 
 pytestmark = pytest.mark.django_db
 ATTEMPTS = "/api/v1/attempts"
@@ -98,7 +98,6 @@ NOW = dt.datetime.now(dt.UTC)
     ({"reported_cost_usd": "NaN"}, "reported_cost_usd"),
     ({"run_id": "not-a-uuid"}, "run_id"),
     ({"run_id": str(uuid.uuid4())}, "run_id"),
-    ({"reservation_id": str(uuid.uuid4())}, "reservation_id"),
     ({"surprise": 1}, "surprise"),
 ])
 def test_bad_attempt_fields_are_400_with_a_stable_code_and_nothing_written(api_client, bearer, agent_token,
@@ -341,3 +340,113 @@ def test_export_streams_state_without_digests(client):
     assert len(data["caps"]) == 1 and set(data) >= {"projects", "agents", "policies", "runs"}
     denied = client.get("/api/v1/export", HTTP_AUTHORIZATION=f"Bearer {issue_key(scopes=['tasks:write']).token}")
     assert denied.status_code == 403
+
+
+# --- issue 8: unpriced models, overflow, model mismatch -------------------------------------------
+
+
+def ledger_state(cap):
+    row = UsageLedger.objects.filter(cap=cap).first()
+    return None if row is None else (row.used, row.reserved, row.overrun)
+
+
+def test_an_unpriced_model_under_a_cost_cap_is_charged_the_agents_cost_and_never_silently_0(
+        api_client, bearer, agent_token):
+    policy_services.policy_set(actor=TEST_ACTOR, subject_type="global", allow_unpriced_models=True)
+    cap = make_cap(limit="100", window="total")
+    huge = attempt(model="mystery-model", input_tokens=10**9, output_tokens=10**9)
+
+    refused = api_client.post(ATTEMPTS, {"attempts": [attempt(model="mystery-model", reported_cost_usd="1"), huge]},
+                              format="json", **bearer(agent_token))
+    body = refused.json()
+    assert (refused.status_code, body["code"], body["index"], body["field"]) == (
+        400, "cost_required_for_unpriced_model", 1, "reported_cost_usd")
+    assert count("prompt_attempts") == 0 and ledger_state(cap) is None
+
+    principal = authenticate_token(agent_token)
+    admission = policy_services.admit(principal=principal, model="mystery-model", estimated_input_tokens=10**9,
+                                      estimated_output_tokens=10**9, estimated_cost_usd=Decimal("5"))
+    assert ledger_state(cap) == (Decimal(0), Decimal(5), Decimal(0))
+    unreported = api_client.post(ATTEMPTS, {**huge, "reservation_id": str(admission.reservation_id)},
+                                 format="json", **bearer(agent_token))
+    assert (unreported.status_code, unreported.json()["code"]) == (400, "cost_required_for_unpriced_model")
+    assert Reservation.objects.get(id=admission.reservation_id).state == "held"
+
+    settled = {**huge, "reservation_id": str(admission.reservation_id), "reported_cost_usd": "4"}
+    unreserved = {**huge, "reported_cost_usd": "7"}
+    accepted = api_client.post(ATTEMPTS, {"attempts": [settled, unreserved]}, format="json", **bearer(agent_token))
+    assert accepted.status_code == 201
+    assert ledger_state(cap) == (Decimal(11), Decimal(0), Decimal(0))  # the agent's $4 + $7
+    assert rows("prompt_attempts", "cost_usd, reported_cost_usd") == [(None, Decimal(4)), (None, Decimal(7))]
+
+
+def test_without_an_enforced_cost_cap_an_unpriced_attempt_needs_no_cost(api_client, bearer, agent_token):
+    tokens = make_cap(metric="tokens", limit="10000", window="total")
+    make_cap(limit="100", window="total", mode="dry_run")  # dry-run never blocks
+    response = api_client.post(ATTEMPTS, attempt(model="mystery-model"), format="json", **bearer(agent_token))
+    assert response.status_code == 201 and UsageLedger.objects.get(cap=tokens).used == 1500
+
+
+def test_an_attempt_of_another_model_than_its_reservation_is_refused_and_writes_nothing(
+        api_client, bearer, agent_token):
+    make_price("model-a", input_per_mtok="1")
+    make_price("model-b", input_per_mtok="1")
+    cap_a = make_cap(metric="tokens", limit="10000000", window="total", model="model-a")
+    cap_b = make_cap(metric="tokens", limit="10000000", window="total", model="model-b")
+    principal = authenticate_token(agent_token)
+    admission = policy_services.admit(principal=principal, model="model-a", estimated_input_tokens=1_000_000,
+                                      estimated_output_tokens=0)
+    before = (ledger_state(cap_a), ledger_state(cap_b))
+
+    mismatched = attempt(model="model-b", input_tokens=5_000_000, reservation_id=str(admission.reservation_id))
+    response = api_client.post(ATTEMPTS, {"attempts": [attempt(model="model-a"), mismatched]}, format="json",
+                               **bearer(agent_token))
+    body = response.json()
+    assert (response.status_code, body["code"], body["index"], body["field"]) == (
+        400, "reservation_model_mismatch", 1, "model")
+    assert (ledger_state(cap_a), ledger_state(cap_b)) == before
+    assert count("prompt_attempts") == 0
+    assert Reservation.objects.get(id=admission.reservation_id).state == "held"
+
+    unknown = api_client.post(ATTEMPTS, attempt(model="model-a", reservation_id=str(uuid.uuid4())), format="json",
+                              **bearer(agent_token))
+    assert (unknown.status_code, unknown.json()["code"], unknown.json()["field"]) == (
+        400, "reservation_not_found", "reservation_id")
+    assert count("prompt_attempts") == 0
+
+    matching = attempt(model="model-a", input_tokens=600_000, output_tokens=0,
+                       reservation_id=str(admission.reservation_id))
+    assert api_client.post(ATTEMPTS, matching, format="json", **bearer(agent_token)).status_code == 201
+    assert ledger_state(cap_a) == (Decimal(600_000), Decimal(0), Decimal(0))
+
+
+def test_no_sequence_of_maximal_batches_overflows_a_ledger_or_run_total(api_client, bearer, agent_token):
+    """The largest values the validators admit: 1,000 attempts of 1e9 + 1e9 tokens at the highest
+    price a model may have. Each batch adds 2e12 tokens of overrun to a tokens cap (numeric(20, 6)
+    holds < 1e14) and 2e11 USD to its run (numeric(18, 6) holds < 1e12)."""
+    from apps.policy.models import LEDGER_MAX
+    from apps.telemetry.models import BIGINT_MAX, RUN_COST_MAX
+
+    make_price("gpt-test", input_per_mtok="100000", output_per_mtok="100000")
+    tokens_cap = make_cap(metric="tokens", limit="1", window="total")
+    principal = authenticate_token(agent_token)
+    run = services.run_start(principal=principal, task="t", metadata={})
+    biggest = attempt(input_tokens=10**9, output_tokens=10**9, reported_cost_usd="1000000")
+    for _ in range(51):
+        response = api_client.post(ATTEMPTS, {"attempts": [biggest] * 1000}, format="json", **bearer(agent_token))
+        assert response.status_code == 201, response.json()
+    assert ledger_state(tokens_cap) == (Decimal(1), Decimal(0), LEDGER_MAX)
+
+    biggest["run_id"] = str(run.pk)
+    for _ in range(6):
+        response = api_client.post(ATTEMPTS, {"attempts": [biggest] * 1000}, format="json", **bearer(agent_token))
+        assert response.status_code == 201, response.json()
+    run.refresh_from_db()
+    assert (run.attempts, run.input_tokens, run.cost_usd) == (6000, 6 * 10**12, RUN_COST_MAX)
+
+    # Totals kept in bigint saturate too (reaching them takes millions of batches: start close).
+    Run.objects.filter(pk=run.pk).update(attempts=BIGINT_MAX - 10, input_tokens=BIGINT_MAX - 10)
+    response = api_client.post(ATTEMPTS, {"attempts": [biggest] * 1000}, format="json", **bearer(agent_token))
+    assert response.status_code == 201
+    run.refresh_from_db()
+    assert (run.attempts, run.input_tokens, run.output_tokens) == (BIGINT_MAX, BIGINT_MAX, 7 * 10**12)

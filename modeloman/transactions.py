@@ -1,0 +1,60 @@
+"""Transactions that survive lock conflicts.
+
+Writers of the usage ledger lock its rows in one global order (apps.policy.services), so they
+do not deadlock with each other. This is the backstop for whatever still does (a path that
+locks rows of other tables in another order, a future change): PostgreSQL aborts one of the
+transactions with a deadlock or serialization failure, and the whole transaction is run again
+a bounded number of times. If it still fails the caller gets a 503 problem with a stable code
+and a Retry-After, never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from django.db import OperationalError, connection, transaction
+
+from apps.gateway.errors import Unavailable
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+MAX_ATTEMPTS = 4
+
+
+class ServiceBusy(Unavailable):
+    code = "database_busy"
+    title = "Busy, try again"
+    headers = {"Retry-After": "1"}
+
+
+def is_retryable(error: BaseException) -> bool:
+    return getattr(error.__cause__, "sqlstate", None) in RETRYABLE_SQLSTATES
+
+
+def atomic_with_retry(work: Callable[[], T], *, attempts: int = MAX_ATTEMPTS) -> T:
+    """Run `work` in a transaction; after a deadlock or serialization failure, run it again.
+
+    Only an outermost transaction can be run again (inside one, the caller's earlier work is
+    lost too), so inside an atomic block a conflict becomes ServiceBusy straight away.
+    """
+    if connection.in_atomic_block:
+        attempts = 1
+    for attempt in range(1, attempts + 1):
+        try:
+            with transaction.atomic():
+                return work()
+        except OperationalError as error:
+            if not is_retryable(error):
+                raise
+            if attempt == attempts:
+                raise ServiceBusy("The database is busy with conflicting writes; retry shortly.") from error
+            logger.warning("transaction conflict (%s), attempt %d of %d", error.__cause__.sqlstate, attempt,
+                           attempts)
+            time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311  # jitter, not a secret
+    raise AssertionError("unreachable")  # the loop returns or raises
