@@ -137,3 +137,20 @@ def test_usage_of_an_unpriced_model_is_marked_agent_priced(operator, one_of_ever
     marks = {r.model: changelist.model_admin.priced_by(r) for r in changelist.result_list}
     assert marks == {"gpt-test": "server", "mystery-model": "agent (unpriced model)"}
     assert Reservation.objects.get(id=admission.reservation_id).state == "settled"
+
+
+def test_one_admin_site_registers_the_composed_admins():
+    """admin.site is ModeloMan's own site, and a project's or agent's page is the composed one
+    (keys' admin plus policy's inlines and switches), registered once, without unregistering."""
+    from pathlib import Path
+
+    from apps.keys.models import Agent, Project
+    from apps.policy.admin import AgentWithPolicyAdmin, ProjectWithPolicyAdmin
+    from modeloman.admin_site import ModeloManAdminSite
+
+    assert isinstance(admin.site, ModeloManAdminSite)
+    assert type(admin.site._registry[Project]) is ProjectWithPolicyAdmin
+    assert type(admin.site._registry[Agent]) is AgentWithPolicyAdmin
+    sources = [path.read_text() for path in (Path(__file__).parents[1] / "apps").glob("*/admin.py")]
+    assert len(sources) >= 4
+    assert not [s for s in sources if "unregister(" in s or "admin.register(" in s]

@@ -45,7 +45,6 @@ class DurationField(forms.CharField):
 # --- projects and agents ---------------------------------------------------------------
 
 
-@admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
     list_display = ("slug", "name", "public_name", "leaderboard_opt_in", "created_at")
     list_filter = ("leaderboard_opt_in",)
@@ -73,7 +72,6 @@ class ApiKeyInline(admin.TabularInline):
         return obj.status
 
 
-@admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
     list_display = ("name", "project", "status", "created_at")
     list_filter = ("status", "project")
@@ -146,7 +144,6 @@ class ScopeFilter(admin.SimpleListFilter):
         return queryset
 
 
-@admin.register(ApiKey)
 class ApiKeyAdmin(ConfirmedActionsMixin, admin.ModelAdmin):
     list_display = ("key_id", "name", "agent", "status_label", "scope_list", "expires_at",
                     "last_used_at", "created_at")

@@ -122,15 +122,12 @@ class PolicyApi(GatewayApi):
 
     @extend_schema(responses=LevelSerializer(many=True))
     def get(self, request: Request) -> Response:
-        agent = selectors.agent_of(request.auth)
-        policy = selectors.effective_policy(agent.pk)
-        levels = selectors.policies_for_agent(agent)
-        caps = selectors.caps_for_agent(agent)
+        view = selectors.agent_policy_view(principal=request.auth)
         return Response({
-            "agent": agent.name, "project": agent.project.slug,
-            "effective": serializers.JSONField().to_representation(_json_ready(policy.merged())),
-            "levels": LevelSerializer(levels, many=True).data,
-            "caps": CapSerializer(caps, many=True).data,
+            "agent": view.agent, "project": view.project,
+            "effective": serializers.JSONField().to_representation(_json_ready(view.effective)),
+            "levels": LevelSerializer(view.levels, many=True).data,
+            "caps": CapSerializer(view.caps, many=True).data,
         })
 
     @extend_schema(request=InputSerializer, responses=LevelSerializer)
@@ -185,12 +182,7 @@ class CapsApi(GatewayApi):
     def get(self, request: Request) -> Response:
         query = self.PageSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        agent = selectors.agent_of(request.auth)
-        caps, next_after = selectors.caps_page_for_agent(agent, **query.validated_data)
-        usage = selectors.current_usage(caps)
-        for cap in caps:
-            ledger = usage.get(cap.pk)
-            cap.used, cap.reserved = (ledger.used, ledger.reserved) if ledger else (Decimal(0), Decimal(0))
+        caps, next_after = selectors.agent_caps_with_usage(principal=request.auth, **query.validated_data)
         next_url = None
         if next_after is not None:
             params = urlencode({"limit": query.validated_data["limit"], "after": next_after})

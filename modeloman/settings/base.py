@@ -70,7 +70,7 @@ DATA_GROWTH_MAX_ROWS = env.str("DATA_GROWTH_MAX_ROWS", default="")
 DATA_GROWTH_MAX_SIZE = env.str("DATA_GROWTH_MAX_SIZE", default="")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "modeloman.admin_site.ModeloManAdminConfig",  # django.contrib.admin with our AdminSite
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
