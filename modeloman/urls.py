@@ -3,12 +3,12 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from apps.export.apis import ExportApi
 from apps.keys.apis import WhoAmIApi
 from apps.policy.apis import AdmissionsApi, CapDetailApi, CapsApi, PolicyApi
 from apps.telemetry.apis import (
     AttemptsApi,
     BenchmarksApi,
-    ExportApi,
     RunDetailApi,
     RunEventsApi,
     RunFinishApi,

@@ -20,7 +20,7 @@ from apps.gateway.rest.serializers import (
     StrictSerializer,
 )
 from apps.gateway.rest.views import GatewayApi
-from apps.policy import selectors, services
+from apps.policy import ledger, selectors, services
 from apps.policy.models import MAX_AMOUNT, MODEL_NAME_RE, Policy, PolicyCap, SubjectType
 
 MAX_TOKENS = 10**9
@@ -76,7 +76,7 @@ class AdmissionsApi(GatewayApi):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = data.validated_data
-        admission = services.admit(
+        admission = ledger.admit(
             principal=request.auth, model=fields["model"],
             estimated_input_tokens=fields["estimated_input_tokens"],
             estimated_output_tokens=fields["estimated_output_tokens"],

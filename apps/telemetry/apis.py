@@ -1,11 +1,10 @@
-"""REST for runs, run events, prompt attempts, benchmarks and the state export."""
+"""REST for runs, run events, prompt attempts and benchmarks."""
 
 from __future__ import annotations
 
 import json
 import uuid
 
-from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -15,7 +14,7 @@ from apps.gateway.access import Op
 from apps.gateway.rest.parsers import RawJSONParser, json_body
 from apps.gateway.rest.serializers import StrictCharField, StrictSerializer, reject_nul
 from apps.gateway.rest.views import GatewayApi
-from apps.telemetry import selectors, services
+from apps.telemetry import services
 from apps.telemetry.validation import (
     MAX_ATTRIBUTES,
     AttemptIn,
@@ -136,16 +135,3 @@ class BenchmarksApi(GatewayApi):
     def post(self, request: Request) -> Response:
         item = decode_item(json_body(request), BenchmarkIn)
         return _accepted([services.benchmark_record(principal=request.auth, item=item)])
-
-
-class ExportApi(GatewayApi):
-    """Everything an operator needs to audit or move an installation, streamed as JSON.
-    Keys appear without digests; telemetry appears as run summaries."""
-
-    operation = Op.EXPORT_STATE
-
-    @extend_schema(responses=dict)
-    def get(self, request: Request) -> StreamingHttpResponse:
-        response = StreamingHttpResponse(selectors.export_stream(), content_type="application/json")
-        response["Cache-Control"] = "no-store"
-        return response
