@@ -21,8 +21,11 @@ run: export DJANGO_SETTINGS_MODULE ?= modeloman.settings.local
 run: $(VENV)/.runtime
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py collectstatic --noinput --verbosity 0
+	@# An empty database gets demo data for the public leaderboard (it says so; seed_demo --clear removes it).
+	$(PY) manage.py seed_demo --if-empty
 	@echo ""
 	@echo "ModeloMan is starting on http://$(HTTP_ADDR)/"
+	@echo "  leaderboard:     http://$(HTTP_ADDR)/"
 	@echo "  operator admin:  http://$(HTTP_ADDR)/$${ADMIN_URL:-admin/}"
 	@echo "  operator login:  make superuser   (in another terminal)"
 	@echo "  agent key:       $(PY) manage.py create_agent_key --project demo --agent a1 --scopes tasks:write --create"
@@ -30,8 +33,13 @@ run: $(VENV)/.runtime
 	exec $(VENV)/bin/gunicorn modeloman.wsgi:application -c deploy/gunicorn.conf.py --bind $(HTTP_ADDR)
 
 ## Run the test suite (real PostgreSQL: DATABASE_URL, else the embedded server).
-test: $(VENV)/.dev
+test: $(VENV)/.dev tests/e2e/node_modules/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# axe-core for the browser test (tests/e2e); the test itself skips where chromium is absent.
+tests/e2e/node_modules/.installed: tests/e2e/package-lock.json
+	cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .

@@ -21,6 +21,10 @@ health=$(curl -fsS "http://127.0.0.1:$port/healthz") || { cat "$work/run.log"; e
 login=$(curl -fsS "http://127.0.0.1:$port/admin/login/") || { cat "$work/run.log"; exit 1; }
 grep -q '"ok"' <<<"$health" || { cat "$work/run.log"; exit 1; }
 grep -q 'id="id_password"' <<<"$login" || { cat "$work/run.log"; exit 1; }
-echo "make run: /healthz 200 and admin login page served from a clean clone"
+# An empty database gets the leaderboard demo, and the run says so.
+board=$(curl -fsS "http://127.0.0.1:$port/") || { cat "$work/run.log"; exit 1; }
+grep -q '<th scope="row"' <<<"$board" || { cat "$work/run.log"; exit 1; }
+grep -q 'Loaded demo data' "$work/run.log" || { cat "$work/run.log"; exit 1; }
+echo "make run: /healthz 200, admin login page and a seeded leaderboard served from a clean clone"
 # stop the embedded server this clone started
 .venv/bin/python -c 'from pathlib import Path; from modeloman.embedded_db import stop_embedded_database as s; s(Path("var"))' || true

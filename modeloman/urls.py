@@ -5,6 +5,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from apps.export.apis import ExportApi
 from apps.keys.apis import WhoAmIApi
+from apps.leaderboard.apis import LeaderboardApi
 from apps.policy.apis import AdmissionsApi, CapDetailApi, CapsApi, PolicyApi
 from apps.telemetry.apis import (
     AttemptsApi,
@@ -32,6 +33,7 @@ api_v1 = [
     path("attempts", AttemptsApi.as_view(), name="attempts"),
     path("benchmarks", BenchmarksApi.as_view(), name="benchmarks"),
     path("export", ExportApi.as_view(), name="export"),
+    path("leaderboard", LeaderboardApi.as_view(), name="leaderboard"),
 ]
 
 urlpatterns = [
@@ -41,4 +43,5 @@ urlpatterns = [
          name="schema"),
     path("api/v1/", include((api_v1, "api"))),
     path(settings.ADMIN_URL, admin.site.urls),
+    path("", include("apps.leaderboard.urls")),
 ]

@@ -51,6 +51,10 @@ def one_of_everything():
                                 batch=False)
     telemetry.benchmark_record(principal=telemetry_principal, item=BenchmarkIn(suite="s", model="gpt-test", score=1))
     rollups_refresh(full=True, retention=dt.timedelta(days=90))  # the hourly and daily rollup rows
+    from apps.leaderboard.models import HiddenEntry
+    from apps.leaderboard.services import hidden_entry_save
+
+    hidden_entry_save(actor=TEST_ACTOR, entry=HiddenEntry(kind="model", name="gpt-hidden", reason="test"))
     return issued
 
 

@@ -1,4 +1,5 @@
-"""Rollups: prompt_attempts_hourly and benchmarks_daily (migration 0003).
+"""Rollups: prompt_attempts_hourly and benchmarks_daily (migration 0003), and the leaderboard's
+leaderboard_attempts_daily (apps/leaderboard/migrations/0002).
 
 On TimescaleDB they are continuous aggregates, refreshed by their policies (and by
 `telemetry_maintenance` for the recent window). On plain PostgreSQL they are tables that
@@ -83,6 +84,29 @@ ROLLUPS = (
                                  b.prompt_name, b.prompt_version))::uuid, b.*
             FROM (
                 SELECT date_bin(INTERVAL '1 hour', time, {_ORIGIN}) AS bucket,
+                       project_id, model, prompt_name, prompt_version,
+                       count(*), count(*) FILTER (WHERE success), count(cost_usd), sum(cost_usd),
+                       sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(latency_ms)::bigint,
+                       {_HISTOGRAM_SQL}
+                FROM prompt_attempts
+                WHERE time >= %(since)s
+                GROUP BY 1, 2, 3, 4, 5
+            ) AS b
+        """,  # noqa: S608  # only constants are interpolated
+    ),
+    # The leaderboard's daily rollup (apps/leaderboard/migrations/0002): the same columns as
+    # prompt_attempts_hourly, per UTC day.
+    Rollup(
+        name="leaderboard_attempts_daily",
+        source="prompt_attempts",
+        bucket_column="day",
+        width=dt.timedelta(days=1),
+        insert_sql=f"""
+            INSERT INTO leaderboard_attempts_daily
+            SELECT md5(concat_ws(chr(31), extract(epoch FROM b.day)::bigint, b.project_id, b.model,
+                                 b.prompt_name, b.prompt_version))::uuid, b.*
+            FROM (
+                SELECT date_bin(INTERVAL '1 day', time, {_ORIGIN}) AS day,
                        project_id, model, prompt_name, prompt_version,
                        count(*), count(*) FILTER (WHERE success), count(cost_usd), sum(cost_usd),
                        sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(latency_ms)::bigint,

@@ -52,6 +52,10 @@ if TIMESCALE not in ("auto", "required", "off"):
     raise ImproperlyConfigured(f"TIMESCALE must be auto, required or off, not {TIMESCALE!r}.")
 TELEMETRY_RETENTION_DAYS = env.int("TELEMETRY_RETENTION_DAYS", default=90)
 TELEMETRY_COMPRESS_AFTER_DAYS = env.int("TELEMETRY_COMPRESS_AFTER_DAYS", default=7)
+# Public leaderboard (SPEC §8): entries with fewer attempts (or benchmark tasks) in the chosen
+# window are hidden; pages are cached this many seconds (server cache and Cache-Control).
+LEADERBOARD_MIN_SAMPLES = env.int("LEADERBOARD_MIN_SAMPLES", default=30)
+LEADERBOARD_CACHE_SECONDS = env.int("LEADERBOARD_CACHE_SECONDS", default=30)
 IDEMPOTENCY_RETENTION_HOURS = env.int("IDEMPOTENCY_RETENTION_HOURS", default=24)
 # Operational rows telemetry_maintenance purges (days): denied / would-deny admission decisions,
 # settled or released reservations (their usage stays in the ledger and in prompt_attempts), and
@@ -85,6 +89,7 @@ INSTALLED_APPS = [
     "apps.keys",
     "apps.policy",
     "apps.telemetry",
+    "apps.leaderboard",
 ]
 
 MIDDLEWARE = [

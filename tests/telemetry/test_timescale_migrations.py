@@ -12,7 +12,8 @@ from apps.telemetry.rollups import timescale_enabled
 
 pytestmark = [pytest.mark.timescale, pytest.mark.django_db(transaction=True)]
 
-OUR_RELATIONS = ["prompt_attempts", "run_events", "benchmarks", "prompt_attempts_hourly", "benchmarks_daily"]
+OUR_RELATIONS = ["prompt_attempts", "run_events", "benchmarks", "prompt_attempts_hourly", "benchmarks_daily",
+                 "leaderboard_attempts_daily"]
 
 
 def timescale_objects() -> dict[str, list]:
@@ -32,8 +33,8 @@ def timescale_objects() -> dict[str, list]:
 def test_migrations_run_backward_to_zero_and_forward_again():
     built = timescale_objects()
     assert built["hypertables"] == ["benchmarks", "prompt_attempts", "run_events"]
-    assert built["aggregates"] == ["benchmarks_daily", "prompt_attempts_hourly"]
-    assert len(built["jobs"]) == 8  # compression + retention x 3, refresh x 2
+    assert built["aggregates"] == ["benchmarks_daily", "leaderboard_attempts_daily", "prompt_attempts_hourly"]
+    assert len(built["jobs"]) == 9  # compression + retention x 3, refresh x 3 (one from apps/leaderboard)
     try:
         call_command("migrate", "telemetry", "0002", verbosity=0)
         assert timescale_objects()["aggregates"] == []

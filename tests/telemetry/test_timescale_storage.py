@@ -99,8 +99,9 @@ def test_raw_tables_are_compressed_hypertables_with_retention_policies(settings)
 def test_rollups_are_continuous_aggregates_refreshed_inside_the_retained_range():
     assert fetch("SELECT view_name, materialized_only FROM timescaledb_information.continuous_aggregates "
                  "WHERE view_schema = current_schema() ORDER BY 1") == [
-        ("benchmarks_daily", False), ("prompt_attempts_hourly", False)]
-    for rollup, source in (("prompt_attempts_hourly", "prompt_attempts"), ("benchmarks_daily", "benchmarks")):
+        ("benchmarks_daily", False), ("leaderboard_attempts_daily", False), ("prompt_attempts_hourly", False)]
+    for rollup, source in (("prompt_attempts_hourly", "prompt_attempts"), ("benchmarks_daily", "benchmarks"),
+                           ("leaderboard_attempts_daily", "prompt_attempts")):
         assert {name: type_ for name, (type_, _) in columns(rollup).items()} == ROLLUP_COLUMNS[rollup]
         _, refresh = job("policy_refresh_continuous_aggregate", rollup)
         _, retention = job("policy_retention", source)

@@ -46,6 +46,13 @@ ROLLUP_COLUMNS = {
         "priced_attempts": "bigint", "cost_usd": "numeric", "input_tokens": "bigint", "output_tokens": "bigint",
         "latency_ms_sum": "bigint", **dict.fromkeys(HISTOGRAM_COLUMNS, "bigint"),
     },
+    # apps/leaderboard/migrations/0002: prompt_attempts_hourly's columns, per day.
+    "leaderboard_attempts_daily": {
+        "id": "uuid", "day": "timestamp with time zone", "project_id": "bigint", "model": "text",
+        "prompt_name": "text", "prompt_version": "text", "attempts": "bigint", "successes": "bigint",
+        "priced_attempts": "bigint", "cost_usd": "numeric", "input_tokens": "bigint", "output_tokens": "bigint",
+        "latency_ms_sum": "bigint", **dict.fromkeys(HISTOGRAM_COLUMNS, "bigint"),
+    },
     "benchmarks_daily": {
         "id": "uuid", "day": "timestamp with time zone", "project_id": "bigint", "suite": "text", "model": "text",
         "prompt_name": "text", "prompt_version": "text", "runs": "bigint", "score_sum": "double precision",
