@@ -30,6 +30,8 @@ def register_models(site: admin.AdminSite) -> None:
     from apps.audit.models import AuditEvent
     from apps.keys.admin import ApiKeyAdmin
     from apps.keys.models import Agent, ApiKey, Project
+    from apps.leaderboard.admin import HiddenEntryAdmin
+    from apps.leaderboard.models import HiddenEntry
     from apps.policy.admin import (
         AdmissionDecisionAdmin,
         AgentWithPolicyAdmin,
@@ -67,4 +69,5 @@ def register_models(site: admin.AdminSite) -> None:
     site.register(Benchmark, BenchmarkAdmin)
     site.register(PromptAttemptHourly, PromptAttemptHourlyAdmin)
     site.register(BenchmarkDaily, BenchmarkDailyAdmin)
+    site.register(HiddenEntry, HiddenEntryAdmin)
     site.register(AuditEvent, AuditEventAdmin)

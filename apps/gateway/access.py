@@ -75,7 +75,7 @@ OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in (
         Operation(Op.HEALTH, _PUBLIC),
-        Operation(Op.GET_LEADERBOARD, _PUBLIC, rest_pending="the leaderboard JSON lands with the leaderboard app"),
+        Operation(Op.GET_LEADERBOARD, _PUBLIC),
         Operation(Op.WHO_AM_I, _PRIVATE),
         Operation(Op.GET_RUN, _PRIVATE),
         Operation(Op.GET_POLICY, _PRIVATE, Scope.POLICY_READ),
