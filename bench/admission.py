@@ -23,10 +23,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from apps.audit.services import Actor
+from apps.gateway.auth import authenticate_token
 from apps.keys import services as key_services
 from apps.keys import tokens
-from apps.keys.authentication import authenticate_token
 from apps.keys.models import Agent, ApiKey, Project
+from apps.policy import ledger
 from apps.policy import services as policy_services
 from apps.policy.models import ModelPrice, Policy, PolicyCap, Reservation, UsageLedger
 from apps.policy.windows import window_start
@@ -37,7 +38,7 @@ MODEL = "bench-model"
 
 def ours(token: str) -> bool:
     principal = authenticate_token(token)
-    return policy_services.admit(principal=principal, model=MODEL, estimated_input_tokens=100,
+    return ledger.admit(principal=principal, model=MODEL, estimated_input_tokens=100,
                                  estimated_output_tokens=50).allowed
 
 

@@ -32,8 +32,8 @@ from django.test import Client
 from django.utils import timezone
 
 from apps.audit.services import Actor
+from apps.gateway.auth import authenticate_token
 from apps.keys import services as key_services
-from apps.keys.authentication import authenticate_token
 from apps.keys.models import Agent, Project
 from apps.policy import services as policy_services
 from apps.policy.models import ModelPrice, PolicyCap, SubjectType

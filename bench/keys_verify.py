@@ -13,8 +13,8 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.db import transaction
 
 from apps.audit.services import Actor
+from apps.gateway.auth import authenticate_token
 from apps.keys import services
-from apps.keys.authentication import authenticate_token
 from apps.keys.models import Agent, Project
 from modeloman.invalidation import listener
 

@@ -9,7 +9,7 @@ graceful_timeout = 20
 max_requests = 10000
 max_requests_jitter = 1000
 # Only the local reverse proxy (Caddy) may set X-Forwarded-For / -Proto: gunicorn applies this to
-# the scheme; Django applies the same variable to both (modeloman.request_context).
+# the scheme; Django applies the same variable to both (apps.gateway.identity).
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 accesslog = "-"
 errorlog = "-"

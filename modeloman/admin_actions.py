@@ -12,7 +12,7 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from modeloman.problems import DomainError
+from apps.gateway.errors import DomainError
 
 
 class ReasonForm(forms.Form):

@@ -17,7 +17,7 @@ class AutoSchema(SpectacularAutoSchema):
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
-    target_class = "apps.keys.authentication.ApiKeyAuthentication"
+    target_class = "apps.gateway.rest.auth.ApiKeyAuthentication"
     name = "agentKey"
 
     def get_security_definition(self, auto_schema):

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from django.db import OperationalError, connection, transaction
 
-from modeloman.problems import DomainError
+from apps.gateway.errors import Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -27,8 +27,7 @@ RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serial
 MAX_ATTEMPTS = 4
 
 
-class ServiceBusy(DomainError):
-    status = 503
+class ServiceBusy(Unavailable):
     code = "database_busy"
     title = "Busy, try again"
     headers = {"Retry-After": "1"}

@@ -3,13 +3,13 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
+from apps.export.apis import ExportApi
 from apps.keys.apis import WhoAmIApi
 from apps.leaderboard.apis import LeaderboardApi
 from apps.policy.apis import AdmissionsApi, CapDetailApi, CapsApi, PolicyApi
 from apps.telemetry.apis import (
     AttemptsApi,
     BenchmarksApi,
-    ExportApi,
     RunDetailApi,
     RunEventsApi,
     RunFinishApi,
@@ -17,8 +17,8 @@ from apps.telemetry.apis import (
 )
 from modeloman import health
 
-handler404 = "modeloman.problems.not_found"
-handler500 = "modeloman.problems.server_error"
+handler404 = "apps.gateway.rest.problems.not_found"
+handler500 = "apps.gateway.rest.problems.server_error"
 
 api_v1 = [
     path("whoami", WhoAmIApi.as_view(), name="whoami"),

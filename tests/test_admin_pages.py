@@ -9,7 +9,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from apps.keys.authentication import authenticate_token
+from apps.gateway.auth import authenticate_token
+from apps.policy import ledger
 from apps.policy import services as policy_services
 from apps.telemetry.admin import BoundedCountPaginator
 from apps.telemetry.models import Benchmark, PromptAttempt, Run, RunEvent
@@ -37,7 +38,7 @@ def one_of_everything():
     policy_services.policy_set(actor=TEST_ACTOR, subject_type="agent", agent=agent, max_tokens_per_attempt=10**6)
     principal = authenticate_token(issued.token)
     for _ in range(2):  # one allowed (ledger row + reservation), one denied (decision row)
-        policy_services.admit(principal=principal, model="gpt-test", estimated_input_tokens=600_000,
+        ledger.admit(principal=principal, model="gpt-test", estimated_input_tokens=600_000,
                               estimated_output_tokens=0)
     from apps.telemetry import services as telemetry
 
@@ -124,7 +125,7 @@ def test_usage_of_an_unpriced_model_is_marked_agent_priced(operator, one_of_ever
     policy_services.policy_set(actor=TEST_ACTOR, subject_type="global", allow_unpriced_models=True)
     agent = one_of_everything.api_key.agent
     principal = authenticate_token(issue_key(agent, scopes=["telemetry:write", "tasks:write"]).token)
-    admission = policy_services.admit(principal=principal, model="mystery-model", estimated_input_tokens=10,
+    admission = ledger.admit(principal=principal, model="mystery-model", estimated_input_tokens=10,
                                       estimated_output_tokens=0, estimated_cost_usd=Decimal("0.25"))
     assert admission.allowed, admission.reasons
     telemetry.attempts_record(principal=principal, batch=False, items=[AttemptIn(
@@ -141,3 +142,20 @@ def test_usage_of_an_unpriced_model_is_marked_agent_priced(operator, one_of_ever
     marks = {r.model: changelist.model_admin.priced_by(r) for r in changelist.result_list}
     assert marks == {"gpt-test": "server", "mystery-model": "agent (unpriced model)"}
     assert Reservation.objects.get(id=admission.reservation_id).state == "settled"
+
+
+def test_one_admin_site_registers_the_composed_admins():
+    """admin.site is ModeloMan's own site, and a project's or agent's page is the composed one
+    (keys' admin plus policy's inlines and switches), registered once, without unregistering."""
+    from pathlib import Path
+
+    from apps.keys.models import Agent, Project
+    from apps.policy.admin import AgentWithPolicyAdmin, ProjectWithPolicyAdmin
+    from modeloman.admin_site import ModeloManAdminSite
+
+    assert isinstance(admin.site, ModeloManAdminSite)
+    assert type(admin.site._registry[Project]) is ProjectWithPolicyAdmin
+    assert type(admin.site._registry[Agent]) is AgentWithPolicyAdmin
+    sources = [path.read_text() for path in (Path(__file__).parents[1] / "apps").glob("*/admin.py")]
+    assert len(sources) >= 4
+    assert not [s for s in sources if "unregister(" in s or "admin.register(" in s]

@@ -58,9 +58,9 @@ def test_write_method_on_read_only_endpoint_is_405_problem(api_client, bearer):
 
 
 def test_access_table_denies_missing_scope_and_unknown_operations():
-    from apps.keys.authentication import authenticate_token
-    from modeloman.access import MissingScope, require_access
-    from modeloman.problems import Forbidden
+    from apps.gateway.access import MissingScope, require_access
+    from apps.gateway.auth import authenticate_token
+    from apps.gateway.errors import Forbidden
     from tests.factories import issue_key
 
     principal = authenticate_token(issue_key(scopes=["policy:read"]).token)

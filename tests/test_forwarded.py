@@ -8,7 +8,7 @@ import pytest
 from django.test import RequestFactory
 
 from apps.audit.models import AuditEvent
-from modeloman.request_context import client_ip
+from apps.gateway.identity import client_ip
 from tests.factories import issue_key
 from tests.processes import gunicorn_server
 

@@ -5,8 +5,9 @@ import json
 import pytest
 
 from apps.audit.models import AuditEvent
+from apps.gateway.models import IdempotencyRecord
 from apps.policy.models import AdmissionDecision, Policy, PolicyCap, Reservation
-from apps.telemetry.models import IdempotencyRecord, Run
+from apps.telemetry.models import Run
 from tests.factories import AgentFactory, issue_key, make_cap
 
 
@@ -94,20 +95,12 @@ def test_nul_in_telemetry_attributes_is_400_naming_the_field(api_client, bearer,
 
 @pytest.mark.django_db
 def test_a_stored_idempotent_response_with_nul_is_kept_escaped_not_a_500():
-    from rest_framework.request import Request
-    from rest_framework.response import Response
-    from rest_framework.test import APIRequestFactory
-
-    from apps.keys.authentication import authenticate_token
-    from apps.telemetry.idempotency import run_idempotent
+    from apps.gateway.auth import authenticate_token
+    from apps.gateway.idempotency import idempotent
 
     principal = authenticate_token(issue_key(scopes=["tasks:write"]).token)
-    http = APIRequestFactory().post("/api/v1/runs", {"task": "t"}, format="json", HTTP_IDEMPOTENCY_KEY="nul-body")
-    request = Request(http)
-    request._authenticator, request._user, request._auth = None, None, principal
-
-    response = run_idempotent(request, operation="StartRun",
-                              handler=lambda: Response({"note\u0000": "a\u0000b"}, status=201))
-    assert response.status_code == 201
+    outcome = idempotent(principal=principal, key="nul-body", operation="StartRun", request=b'{"task": "t"}',
+                         run=lambda: (201, {"note\u0000": "a\u0000b"}))
+    assert outcome.status == 201
     record = IdempotencyRecord.objects.get(key="nul-body")
     assert (record.state, record.response_body) == ("completed", {"note\\u0000": "a\\u0000b"})

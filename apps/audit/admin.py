@@ -63,7 +63,6 @@ def _shown(value: Any) -> str:
 _MISSING = object()
 
 
-@admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyModelAdmin):
     """The audit trail is written by services, in the transaction of each change."""
 

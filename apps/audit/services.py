@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from apps.audit.chain import CHAINED_FIELDS, GENESIS_HASH, row_hash
 from apps.audit.models import AuditChainHead, AuditEvent
-from modeloman.request_context import client_ip_var, request_id_var
+from apps.gateway.identity import client_ip_var, request_id_var
 
 
 @dataclass(frozen=True)

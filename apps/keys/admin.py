@@ -17,12 +17,12 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from apps.audit.services import Actor
+from apps.gateway.access import Scope
+from apps.gateway.errors import DomainError
 from apps.keys import services
 from apps.keys.models import Agent, ApiKey, Project
-from modeloman.access import Scope
 from modeloman.admin_actions import ConfirmedActionsMixin, ReasonForm
 from modeloman.durations import parse_duration
-from modeloman.problems import DomainError
 
 SCOPE_CHOICES = [(s.value, s.value) for s in Scope]
 
@@ -45,7 +45,6 @@ class DurationField(forms.CharField):
 # --- projects and agents ---------------------------------------------------------------
 
 
-@admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
     list_display = ("slug", "name", "public_name", "leaderboard_opt_in", "created_at")
     list_filter = ("leaderboard_opt_in",)
@@ -73,7 +72,6 @@ class ApiKeyInline(admin.TabularInline):
         return obj.status
 
 
-@admin.register(Agent)
 class AgentAdmin(admin.ModelAdmin):
     list_display = ("name", "project", "status", "created_at")
     list_filter = ("status", "project")
@@ -146,7 +144,6 @@ class ScopeFilter(admin.SimpleListFilter):
         return queryset
 
 
-@admin.register(ApiKey)
 class ApiKeyAdmin(ConfirmedActionsMixin, admin.ModelAdmin):
     list_display = ("key_id", "name", "agent", "status_label", "scope_list", "expires_at",
                     "last_used_at", "created_at")

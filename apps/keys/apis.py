@@ -2,13 +2,15 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
+
+from apps.gateway.access import Op
+from apps.gateway.rest.views import GatewayApi
 
 
-class WhoAmIApi(APIView):
+class WhoAmIApi(GatewayApi):
     """The calling key: its id, agent, project and scopes."""
 
-    operation = "WhoAmI"
+    operation = Op.WHO_AM_I
 
     class OutputSerializer(serializers.Serializer):
         key_id = serializers.CharField()

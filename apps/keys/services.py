@@ -11,10 +11,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record, snapshot
+from apps.gateway.errors import Conflict, InvalidInput
 from apps.keys import tokens
 from apps.keys.models import Agent, ApiKey, Project
 from modeloman.invalidation import broadcast
-from modeloman.problems import Conflict, InvalidInput
 
 PROJECT_FIELDS = ("slug", "name", "public_name", "leaderboard_opt_in")
 AGENT_FIELDS = ("project", "name", "status")

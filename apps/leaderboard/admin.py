@@ -16,7 +16,6 @@ def _actor(request: HttpRequest) -> Actor:
     return Actor.for_user(request.user)
 
 
-@admin.register(HiddenEntry)
 class HiddenEntryAdmin(admin.ModelAdmin):
     list_display = ("kind", "name", "reason", "created_by", "created_at")
     list_filter = ("kind",)

@@ -9,11 +9,12 @@ from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
-from rest_framework.views import APIView
 
+from apps.gateway.access import Op
+from apps.gateway.errors import InvalidInput
+from apps.gateway.rest.views import GatewayApi
 from apps.leaderboard import selectors
 from apps.leaderboard.caching import Built, cached_response
-from modeloman.problems import InvalidInput
 
 
 class LeaderboardEntrySerializer(serializers.Serializer):
@@ -49,11 +50,11 @@ class LeaderboardSerializer(serializers.Serializer):
     entries = LeaderboardEntrySerializer(many=True)
 
 
-class LeaderboardApi(APIView):
+class LeaderboardApi(GatewayApi):
     """Public leaderboard: models, prompt versions or benchmark suites over a window,
     ranked by the lower bound of the 95% Wilson interval of the success (pass) rate."""
 
-    operation = "GetLeaderboard"
+    operation = Op.GET_LEADERBOARD
     authentication_classes: list = []  # public: a key, valid or not, changes nothing
 
     @extend_schema(

@@ -26,8 +26,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.audit.services import Actor
+from apps.gateway.auth import authenticate_token
+from apps.gateway.errors import Conflict
 from apps.keys import services as key_services
-from apps.keys.authentication import authenticate_token
 from apps.keys.models import Agent, ApiKey, Project
 from apps.leaderboard.models import DemoProject
 from apps.policy import services as policy_services
@@ -36,7 +37,6 @@ from apps.telemetry import services as telemetry
 from apps.telemetry.models import Run
 from apps.telemetry.rollups import rollups_refresh, timescale_enabled
 from apps.telemetry.validation import AttemptIn, BenchmarkIn
-from modeloman.problems import Conflict
 
 ACTOR = Actor.system("seed_demo")
 

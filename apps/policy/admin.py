@@ -19,13 +19,11 @@ from apps.keys.admin import AgentAdmin, ProjectAdmin
 from apps.keys.models import Agent, Project
 from apps.policy import services
 from apps.policy.models import (
-    AdmissionDecision,
     ModelPrice,
     Policy,
     PolicyCap,
     Reservation,
     SubjectType,
-    UsageLedger,
 )
 from apps.policy.selectors import current_usage
 from modeloman.admin_actions import ConfirmedActionsMixin, ReadOnlyModelAdmin
@@ -134,23 +132,16 @@ class PolicyFormsets:
         formset.save_m2m()
 
 
-admin.site.unregister(Project)
-admin.site.unregister(Agent)
-
-
-@admin.register(Project)
 class ProjectWithPolicyAdmin(PolicyFormsets, PolicySwitchActions, ProjectAdmin):
     inlines = [ProjectPolicyInline, ProjectCapInline]
     actions = PolicySwitchActions.policy_actions
 
 
-@admin.register(Agent)
 class AgentWithPolicyAdmin(PolicyFormsets, PolicySwitchActions, AgentAdmin):
     inlines = [*AgentAdmin.inlines, AgentPolicyInline, AgentCapInline]
     actions = PolicySwitchActions.policy_actions
 
 
-@admin.register(Policy)
 class PolicyAdmin(PolicySwitchActions, admin.ModelAdmin):
     """Every policy row; the global policy is edited here (add one with subject "global")."""
 
@@ -186,7 +177,6 @@ class CapChangeList(ChangeList):
             cap.current_ledger = usage.get(cap.pk)
 
 
-@admin.register(PolicyCap)
 class PolicyCapAdmin(admin.ModelAdmin):
     list_display = ("id", "subject_label", "metric", "window", "limit", "model", "mode", "enabled", "usage",
                     "created_by")
@@ -230,7 +220,6 @@ class PolicyCapAdmin(admin.ModelAdmin):
             services.cap_delete(actor=_actor(request), cap=cap)
 
 
-@admin.register(ModelPrice)
 class ModelPriceAdmin(admin.ModelAdmin):
     list_display = ("model", "input_usd_per_mtok", "output_usd_per_mtok", "effective_from")
     search_fields = ("model",)
@@ -261,7 +250,6 @@ class ReasonFilter(admin.SimpleListFilter):
         return queryset.filter(matches)
 
 
-@admin.register(AdmissionDecision)
 class AdmissionDecisionAdmin(ReadOnlyModelAdmin):
     """Every deny and every dry-run would-deny, newest first."""
 
@@ -273,7 +261,6 @@ class AdmissionDecisionAdmin(ReadOnlyModelAdmin):
     date_hierarchy = "created_at"
 
 
-@admin.register(UsageLedger)
 class UsageLedgerAdmin(ReadOnlyModelAdmin):
     list_display = ("cap", "window_start", "used", "reserved", "overrun", "limit_snapshot")
     list_filter = ("cap__metric", "cap__window")
@@ -281,7 +268,6 @@ class UsageLedgerAdmin(ReadOnlyModelAdmin):
     date_hierarchy = "window_start"
 
 
-@admin.register(Reservation)
 class ReservationAdmin(ReadOnlyModelAdmin):
     list_display = ("id", "agent", "model", "state", "estimated_cost_usd", "actual_cost_usd", "priced_by",
                     "created_at", "expires_at")

@@ -10,18 +10,18 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from apps.policy import selectors, services
-from apps.policy.models import MAX_AMOUNT, MODEL_NAME_RE, Policy, PolicyCap, SubjectType
-from apps.telemetry.idempotency import idempotent_write
-from modeloman.serializers import (
+from apps.gateway.access import Op
+from apps.gateway.rest.serializers import (
     StrictBooleanField,
     StrictCharField,
     StrictDecimalField,
     StrictIntegerField,
     StrictSerializer,
 )
+from apps.gateway.rest.views import GatewayApi
+from apps.policy import ledger, selectors, services
+from apps.policy.models import MAX_AMOUNT, MODEL_NAME_RE, Policy, PolicyCap, SubjectType
 
 MAX_TOKENS = 10**9
 
@@ -51,10 +51,10 @@ class CapStatusSerializer(serializers.Serializer):
     remaining = serializers.DecimalField(max_digits=20, decimal_places=6)
 
 
-class AdmissionsApi(APIView):
+class AdmissionsApi(GatewayApi):
     """Ask before spending: the answer, the reservation and the remaining budget per cap."""
 
-    operation = "Admit"
+    operation = Op.ADMIT
 
     class InputSerializer(StrictSerializer):
         model = model_name_field
@@ -72,12 +72,11 @@ class AdmissionsApi(APIView):
         caps = CapStatusSerializer(many=True)
 
     @extend_schema(request=InputSerializer, responses=OutputSerializer)
-    @idempotent_write
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = data.validated_data
-        admission = services.admit(
+        admission = ledger.admit(
             principal=request.auth, model=fields["model"],
             estimated_input_tokens=fields["estimated_input_tokens"],
             estimated_output_tokens=fields["estimated_output_tokens"],
@@ -103,11 +102,11 @@ class CapSerializer(serializers.ModelSerializer):
         fields = ["id", "level", "metric", "window", "limit", "model", "mode", "enabled"]
 
 
-class PolicyApi(APIView):
+class PolicyApi(GatewayApi):
     """GET: the calling agent's effective policy. PUT: tighten its agent or project level
     (loosening is for operators; see docs/policy.md)."""
 
-    operations = {"GET": "GetPolicy", "PUT": "SetPolicy"}
+    operations = {"GET": Op.GET_POLICY, "PUT": Op.SET_POLICY}
 
     class InputSerializer(StrictSerializer):
         subject = serializers.ChoiceField(choices=[SubjectType.AGENT, SubjectType.PROJECT])
@@ -123,19 +122,15 @@ class PolicyApi(APIView):
 
     @extend_schema(responses=LevelSerializer(many=True))
     def get(self, request: Request) -> Response:
-        agent = selectors.agent_of(request.auth)
-        policy = selectors.effective_policy(agent.pk)
-        levels = selectors.policies_for_agent(agent)
-        caps = selectors.caps_for_agent(agent)
+        view = selectors.agent_policy_view(principal=request.auth)
         return Response({
-            "agent": agent.name, "project": agent.project.slug,
-            "effective": serializers.JSONField().to_representation(_json_ready(policy.merged())),
-            "levels": LevelSerializer(levels, many=True).data,
-            "caps": CapSerializer(caps, many=True).data,
+            "agent": view.agent, "project": view.project,
+            "effective": serializers.JSONField().to_representation(_json_ready(view.effective)),
+            "levels": LevelSerializer(view.levels, many=True).data,
+            "caps": CapSerializer(view.caps, many=True).data,
         })
 
     @extend_schema(request=InputSerializer, responses=LevelSerializer)
-    @idempotent_write
     def put(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -169,11 +164,11 @@ class CapPageSerializer(serializers.Serializer):
     next = serializers.URLField(allow_null=True)
 
 
-class CapsApi(APIView):
+class CapsApi(GatewayApi):
     """GET: caps that apply to the calling agent, with current usage, a page at a time
     (`?limit=` up to 200, then follow `next`). POST: add one."""
 
-    operations = {"GET": "ListPolicyCaps", "POST": "UpsertPolicyCap"}
+    operations = {"GET": Op.LIST_POLICY_CAPS, "POST": Op.UPSERT_POLICY_CAP}
 
     class PageSerializer(serializers.Serializer):  # query parameters
         limit = serializers.IntegerField(min_value=1, max_value=selectors.MAX_CAPS_PAGE, required=False,
@@ -187,12 +182,7 @@ class CapsApi(APIView):
     def get(self, request: Request) -> Response:
         query = self.PageSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        agent = selectors.agent_of(request.auth)
-        caps, next_after = selectors.caps_page_for_agent(agent, **query.validated_data)
-        usage = selectors.current_usage(caps)
-        for cap in caps:
-            ledger = usage.get(cap.pk)
-            cap.used, cap.reserved = (ledger.used, ledger.reserved) if ledger else (Decimal(0), Decimal(0))
+        caps, next_after = selectors.agent_caps_with_usage(principal=request.auth, **query.validated_data)
         next_url = None
         if next_after is not None:
             params = urlencode({"limit": query.validated_data["limit"], "after": next_after})
@@ -200,7 +190,6 @@ class CapsApi(APIView):
         return Response({"results": CapWithUsageSerializer(caps, many=True).data, "next": next_url})
 
     @extend_schema(request=CreateSerializer, responses=CapSerializer)
-    @idempotent_write
     def post(self, request: Request) -> Response:
         data = self.CreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -208,14 +197,13 @@ class CapsApi(APIView):
         return Response(CapSerializer(cap).data, status=status.HTTP_201_CREATED)
 
 
-class CapDetailApi(APIView):
+class CapDetailApi(GatewayApi):
     """PUT changes a cap the caller can see (tighten anyone's, loosen only its own); DELETE
     removes one the caller created."""
 
-    operations = {"PUT": "UpsertPolicyCap", "DELETE": "DeletePolicyCap"}
+    operations = {"PUT": Op.UPSERT_POLICY_CAP, "DELETE": Op.DELETE_POLICY_CAP}
 
     @extend_schema(request=CapInputSerializer, responses=CapSerializer)
-    @idempotent_write
     def put(self, request: Request, cap_id: int) -> Response:
         data = CapInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -223,7 +211,6 @@ class CapDetailApi(APIView):
         return Response(CapSerializer(cap).data)
 
     @extend_schema(request=None, responses={204: None})
-    @idempotent_write
     def delete(self, request: Request, cap_id: int) -> Response:
         services.cap_delete_for_agent(principal=request.auth, cap_id=cap_id)
         return Response(status=status.HTTP_204_NO_CONTENT)

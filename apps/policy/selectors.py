@@ -9,12 +9,13 @@ from decimal import Decimal
 
 from django.db.models import Q
 
+from apps.gateway.errors import Forbidden, NotFound
 from apps.keys.models import Agent
 from apps.policy.models import ModelPrice, Policy, PolicyCap, SubjectType, UsageLedger
 from modeloman.invalidation import ProcessCache
-from modeloman.problems import Forbidden, NotFound
 
 MILLION = Decimal(1_000_000)
+DEFAULT_CAPS_PAGE, MAX_CAPS_PAGE = 50, 200
 _LEVEL_ORDER = {SubjectType.GLOBAL: 0, SubjectType.PROJECT: 1, SubjectType.AGENT: 2}
 
 
@@ -178,6 +179,39 @@ def agent_of(principal) -> Agent:
     return agent
 
 
+@dataclass(frozen=True)
+class AgentPolicyView:
+    """What an agent is shown of its policy (GetPolicy): the merged rules, each level's row and
+    every cap that applies to it."""
+
+    agent: str
+    project: str
+    effective: dict
+    levels: list[Policy]
+    caps: list[PolicyCap]
+
+
+def agent_policy_view(*, principal) -> AgentPolicyView:
+    agent = agent_of(principal)
+    policy = effective_policy(agent.pk)
+    if policy is None:
+        raise NotFound("Agent not found.")
+    return AgentPolicyView(agent=agent.name, project=agent.project.slug, effective=policy.merged(),
+                           levels=policies_for_agent(agent), caps=list(caps_for_agent(agent)))
+
+
+def agent_caps_with_usage(*, principal, limit: int = DEFAULT_CAPS_PAGE, after: int = 0,
+                          now: dt.datetime | None = None) -> tuple[list[PolicyCap], int | None]:
+    """ListPolicyCaps: one page of the caps that apply to the calling agent, each with `used` and
+    `reserved` of its current window, and the `after` of the next page (None on the last)."""
+    caps, next_after = caps_page_for_agent(agent_of(principal), limit=limit, after=after)
+    usage = current_usage(caps, now)
+    for cap in caps:
+        ledger = usage.get(cap.pk)
+        cap.used, cap.reserved = (ledger.used, ledger.reserved) if ledger else (Decimal(0), Decimal(0))
+    return caps, next_after
+
+
 def policies_for_agent(agent: Agent) -> list[Policy]:
     """The policy rows that apply to an agent, global first."""
     return sorted(Policy.objects.filter(_subject_filter(agent)), key=lambda p: _LEVEL_ORDER[p.subject_type])
@@ -186,9 +220,6 @@ def policies_for_agent(agent: Agent) -> list[Policy]:
 def caps_for_agent(agent: Agent):
     """Every cap (enabled or not) that applies to an agent: global, its project's, its own."""
     return PolicyCap.objects.filter(_subject_filter(agent)).order_by("id")
-
-
-DEFAULT_CAPS_PAGE, MAX_CAPS_PAGE = 50, 200
 
 
 def caps_page_for_agent(agent: Agent, *, limit: int = DEFAULT_CAPS_PAGE, after: int = 0

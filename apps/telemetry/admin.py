@@ -19,9 +19,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.functional import cached_property
 
-from apps.telemetry.models import Run
 from apps.telemetry.rollups import latency_percentile
-from apps.telemetry.timeseries import Benchmark, BenchmarkDaily, PromptAttempt, PromptAttemptHourly, RunEvent
+from apps.telemetry.timeseries import PromptAttempt, PromptAttemptHourly
 from modeloman.admin_actions import ReadOnlyModelAdmin
 
 
@@ -111,7 +110,6 @@ class TelemetryAdmin(ReadOnlyModelAdmin):
         return matches, False
 
 
-@admin.register(Run)
 class RunAdmin(TelemetryAdmin):
     list_display = ("id", "task", "agent", "project", "status", "started_at", "finished_at", "attempts",
                     "input_tokens", "output_tokens", "cost_usd")
@@ -121,7 +119,6 @@ class RunAdmin(TelemetryAdmin):
     ordering = ("-started_at",)
 
 
-@admin.register(PromptAttempt)
 class PromptAttemptAdmin(TelemetryAdmin):
     list_display = ("time", "project", "agent", "model", "prompt_name", "prompt_version", "success", "error_code",
                     "input_tokens", "output_tokens", "latency_ms", "cost_usd", "reported_cost_usd", "priced_by")
@@ -140,7 +137,6 @@ class PromptAttemptAdmin(TelemetryAdmin):
         return "agent (unpriced model)" if attempt.reported_cost_usd is not None else "unpriced, no cost"
 
 
-@admin.register(RunEvent)
 class RunEventAdmin(TelemetryAdmin):
     list_display = ("time", "run_id", "kind", "message", "project", "agent")
     list_filter = (RecentFilter, "project")
@@ -151,7 +147,6 @@ class RunEventAdmin(TelemetryAdmin):
     ordering = ("-time",)
 
 
-@admin.register(Benchmark)
 class BenchmarkAdmin(TelemetryAdmin):
     list_display = ("time", "suite", "model", "prompt_name", "prompt_version", "score", "passed", "total",
                     "project", "agent")
@@ -161,7 +156,6 @@ class BenchmarkAdmin(TelemetryAdmin):
     ordering = ("-time",)
 
 
-@admin.register(PromptAttemptHourly)
 class PromptAttemptHourlyAdmin(TelemetryAdmin):
     list_display = ("bucket", "project", "model", "prompt_name", "prompt_version", "attempts", "successes",
                     "cost_usd", "p50_ms", "p95_ms")
@@ -181,7 +175,6 @@ class PromptAttemptHourlyAdmin(TelemetryAdmin):
         return "-" if value is None else f"{value:.0f}"
 
 
-@admin.register(BenchmarkDaily)
 class BenchmarkDailyAdmin(TelemetryAdmin):
     list_display = ("day", "project", "suite", "model", "prompt_name", "prompt_version", "runs", "score_avg",
                     "score_min", "score_max", "passed", "total")

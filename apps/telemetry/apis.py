@@ -1,21 +1,20 @@
-"""REST for runs, run events, prompt attempts, benchmarks and the state export."""
+"""REST for runs, run events, prompt attempts and benchmarks."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
 
-from django.http import StreamingHttpResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.parsers import BaseParser
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.views import APIView
 
-from apps.telemetry import selectors, services
-from apps.telemetry.idempotency import idempotent_write
+from apps.gateway.access import Op
+from apps.gateway.rest.parsers import RawJSONParser, json_body
+from apps.gateway.rest.serializers import StrictCharField, StrictSerializer, reject_nul
+from apps.gateway.rest.views import GatewayApi
+from apps.telemetry import services
 from apps.telemetry.validation import (
     MAX_ATTRIBUTES,
     AttemptIn,
@@ -25,7 +24,6 @@ from apps.telemetry.validation import (
     decode_items,
     request_schema,
 )
-from modeloman.serializers import StrictCharField, StrictSerializer, reject_nul
 
 
 def bounded_metadata(value: dict) -> dict:
@@ -48,17 +46,16 @@ class RunSerializer(serializers.Serializer):
     metadata = serializers.JSONField()
 
 
-class RunsApi(APIView):
+class RunsApi(GatewayApi):
     """Start a run."""
 
-    operation = "StartRun"
+    operation = Op.START_RUN
 
     class InputSerializer(StrictSerializer):
         task = StrictCharField(max_length=200)
         metadata = serializers.DictField(required=False, default=dict, validators=[bounded_metadata])
 
     @extend_schema(request=InputSerializer, responses={201: RunSerializer})
-    @idempotent_write
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -66,25 +63,24 @@ class RunsApi(APIView):
         return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
-class RunDetailApi(APIView):
+class RunDetailApi(GatewayApi):
     """One run, by id: the caller's own (or any, with `admin:read`)."""
 
-    operation = "GetRun"
+    operation = Op.GET_RUN
 
     @extend_schema(responses=RunSerializer)
     def get(self, request: Request, run_id: uuid.UUID) -> Response:
         return Response(RunSerializer(services.run_get(principal=request.auth, run_id=run_id)).data)
 
 
-class RunFinishApi(APIView):
-    operation = "FinishRun"
+class RunFinishApi(GatewayApi):
+    operation = Op.FINISH_RUN
 
     class InputSerializer(StrictSerializer):
         status = serializers.ChoiceField(choices=sorted(services.RUN_FINAL_STATES))
         metadata = serializers.DictField(required=False, validators=[bounded_metadata])
 
     @extend_schema(request=InputSerializer, responses=RunSerializer)
-    @idempotent_write
     def post(self, request: Request, run_id: uuid.UUID) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -103,73 +99,39 @@ def _accepted(ids: list[uuid.UUID]) -> Response:
     return Response({"accepted": len(ids)}, status=status.HTTP_201_CREATED)
 
 
-class RawJSONParser(BaseParser):
-    """Hands telemetry views the JSON body as bytes: they decode it straight into typed items
-    (apps.telemetry.validation), which is many times faster than parsing to dicts first."""
-
-    media_type = "application/json"
-
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> bytes:
-        # Django's `body`, not `stream.read()`: it enforces DATA_UPLOAD_MAX_MEMORY_SIZE.
-        return parser_context["request"].body
-
-
-def json_body(request: Request) -> bytes:
-    """The body after content negotiation (415 unless JSON). DRF does not call the parser for an
-    empty body; that comes back as b"" and fails decoding like any other non-JSON."""
-    data = request.data
-    return data if isinstance(data, bytes) else b""
-
-
-class RunEventsApi(APIView):
+class RunEventsApi(GatewayApi):
     """One event, or `{"events": [...]}` (up to 1,000), appended to the caller's run."""
 
-    operation = "RecordRunEvent"
+    operation = Op.RECORD_RUN_EVENT
     parser_classes = [RawJSONParser]
 
     @extend_schema(request={"application/json": request_schema(RunEventIn, plural="events")},
                    responses={201: AcceptedSerializer})
-    @idempotent_write
     def post(self, request: Request, run_id: uuid.UUID) -> Response:
         items, batch = decode_items(json_body(request), RunEventIn, plural="events")
         return _accepted(services.run_events_record(principal=request.auth, run_id=run_id, items=items, batch=batch))
 
 
-class AttemptsApi(APIView):
+class AttemptsApi(GatewayApi):
     """One prompt attempt, or `{"attempts": [...]}` (up to 1,000), all or nothing."""
 
-    operations = {"POST": "RecordPromptAttempts"}
+    operations = {"POST": Op.RECORD_PROMPT_ATTEMPTS}
     parser_classes = [RawJSONParser]
 
     @extend_schema(request={"application/json": request_schema(AttemptIn, plural="attempts")},
                    responses={201: AcceptedSerializer})
-    @idempotent_write
     def post(self, request: Request) -> Response:
         items, batch = decode_items(json_body(request), AttemptIn, plural="attempts")
         return _accepted(services.attempts_record(principal=request.auth, items=items, batch=batch))
 
 
-class BenchmarksApi(APIView):
+class BenchmarksApi(GatewayApi):
     """One benchmark result."""
 
-    operation = "RecordBenchmark"
+    operation = Op.RECORD_BENCHMARK
     parser_classes = [RawJSONParser]
 
     @extend_schema(request={"application/json": request_schema(BenchmarkIn)}, responses={201: AcceptedSerializer})
-    @idempotent_write
     def post(self, request: Request) -> Response:
         item = decode_item(json_body(request), BenchmarkIn)
         return _accepted([services.benchmark_record(principal=request.auth, item=item)])
-
-
-class ExportApi(APIView):
-    """Everything an operator needs to audit or move an installation, streamed as JSON.
-    Keys appear without digests; telemetry appears as run summaries."""
-
-    operation = "ExportState"
-
-    @extend_schema(responses=dict)
-    def get(self, request: Request) -> StreamingHttpResponse:
-        response = StreamingHttpResponse(selectors.export_stream(), content_type="application/json")
-        response["Cache-Control"] = "no-store"
-        return response

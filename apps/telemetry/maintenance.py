@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 from django.db import connection
 
-from apps.telemetry.models import IdempotencyRecord
+from apps.gateway.models import IdempotencyRecord
 from apps.telemetry.rollups import floor_to
 
 RAW_TABLES = ("prompt_attempts", "run_events", "benchmarks")

@@ -1,4 +1,4 @@
-"""Runs (a Django model) and idempotency records. The time-series tables — prompt_attempts,
+"""Runs (a Django model). The time-series tables — prompt_attempts,
 run_events, benchmarks and their rollups — are created by raw SQL migrations and mapped by
 the unmanaged models in `timeseries.py`."""
 
@@ -53,28 +53,4 @@ class Run(models.Model):
         return f"run {self.id} ({self.status})"
 
 
-class IdempotencyRecord(models.Model):
-    """One write made under an Idempotency-Key, scoped to the principal that made it."""
-
-    class State(models.TextChoices):
-        IN_FLIGHT = "in_flight"
-        COMPLETED = "completed"
-
-    principal = models.CharField(max_length=40)
-    key = models.CharField(max_length=128)
-    operation = models.CharField(max_length=64)
-    fingerprint = models.CharField(max_length=64)
-    state = models.CharField(max_length=10, choices=State.choices, default=State.IN_FLIGHT)
-    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
-    response_body = models.JSONField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    expires_at = models.DateTimeField(db_index=True)
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["principal", "key"], name="idempotency_one_per_principal_key"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.principal}:{self.key} ({self.state})"
 from apps.telemetry.timeseries import Benchmark, PromptAttempt, RunEvent  # noqa: E402, F401  # unmanaged

@@ -12,24 +12,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
-import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from psycopg.types.json import set_json_dumps
 
+from apps.gateway.errors import Conflict, Forbidden, NotFound
 from apps.keys.models import Agent
-from apps.policy import services as policy
+from apps.policy import ledger
 from apps.policy.selectors import effective_policy, price_at, price_history
+from apps.telemetry.bulk import bulk_writer, uuid7_batch
 from apps.telemetry.models import BIGINT_MAX, RUN_COST_MAX, Run
 from apps.telemetry.validation import (
     AttemptIn,
@@ -41,7 +38,6 @@ from apps.telemetry.validation import (
     checked_money,
     encoded_attributes,
 )
-from modeloman.problems import Conflict, Forbidden, NotFound
 
 logger = logging.getLogger(__name__)
 
@@ -57,74 +53,6 @@ BENCHMARK_COLUMNS = (("time", "timestamptz"), ("id", "uuid"), ("project_id", "in
                      ("suite", "text"), ("model", "text"), ("prompt_name", "text"), ("prompt_version", "text"),
                      ("score", "float8"), ("passed", "int4"), ("total", "int4"), ("attributes", "jsonb"))
 RUN_FINAL_STATES = {Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.CANCELLED}
-
-
-# --- ids and bulk writing ---------------------------------------------------------------------
-
-
-def uuid7_batch(count: int) -> list[uuid.UUID]:
-    """`count` UUIDv7 ids (RFC 9562): this millisecond, a 12-bit sequence number (so a batch
-    sorts in item order: §6.2, method 1) and 62 random bits. Time-ordered ids keep the primary
-    key index append-only instead of touching a random page per row."""
-    if count > 4096:
-        raise ValueError("the 12-bit sequence number allows at most 4096 ids per call")
-    prefix = (time.time_ns() // 1_000_000) << 80 | 0x7 << 76 | 0b10 << 62  # timestamp, version, variant
-    random_bits = os.urandom(8 * count)
-    low62 = (1 << 62) - 1
-    return [uuid.UUID(int=prefix | sequence << 64 | int.from_bytes(random_bits[8 * sequence:8 * sequence + 8]) & low62)
-            for sequence in range(count)]
-
-
-def _already_encoded(data: bytes) -> bytes:
-    return data  # attributes are encoded (and size-checked) once, in validation
-
-
-_copy_supported: bool | None = None  # learnt per process: the Timescale test engine has no COPY FROM STDIN
-
-
-@contextmanager
-def bulk_writer(table: str, columns: Sequence[tuple[str, str]]) -> Iterator[Callable[[Sequence[Any]], None]]:
-    """Yield a function that writes one row (values in `columns` order; jsonb as encoded bytes).
-
-    Rows stream into a binary COPY as they are written; where the server refuses COPY they are
-    buffered and inserted with multi-row INSERTs when the block ends. An exception inside the
-    block aborts the COPY; the caller's transaction then rolls back whatever was written.
-    """
-    global _copy_supported
-    if _copy_supported is not False:
-        names = ", ".join(name for name, _ in columns)
-        copying = False
-        try:
-            # A savepoint only while we do not know whether the server takes COPY (a refusal must not
-            # spoil the caller's transaction); after that an error rolls back the caller's transaction.
-            with transaction.atomic(savepoint=_copy_supported is None), connection.cursor() as cursor:
-                set_json_dumps(_already_encoded, cursor.cursor)
-                with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-                    copying = _copy_supported = True
-                    copy.set_types([pg_type for _, pg_type in columns])
-                    yield copy.write_row
-            return
-        except psycopg.NotSupportedError:
-            if copying:
-                raise
-            # Only a server that refuses COPY (the Timescale test engine) switches us to INSERT;
-            # any other error is a real one and propagates.
-            logger.info("COPY FROM STDIN unavailable on this connection; using multi-row INSERT")
-            _copy_supported = False
-    rows: list[Sequence[Any]] = []
-    yield rows.append
-    _insert_rows(table, columns, rows)
-
-
-def _insert_rows(table: str, columns: Sequence[tuple[str, str]], rows: list[Sequence[Any]]) -> None:
-    names = ", ".join(name for name, _ in columns)
-    placeholders = "(" + ", ".join(f"%s::{pg_type}" for _, pg_type in columns) + ")"
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), 500):
-            chunk = rows[start:start + 500]
-            sql = f"INSERT INTO {table} ({names}) VALUES " + ", ".join([placeholders] * len(chunk))  # noqa: S608  # fixed identifiers
-            cursor.execute(sql, [value.decode() if isinstance(value, bytes) else value
-                                 for row in chunk for value in row])
 
 
 # --- runs -------------------------------------------------------------------------------------
@@ -230,7 +158,7 @@ def attempts_record(*, principal: Any, items: Sequence[AttemptIn], batch: bool) 
     cost_capped = {model: rules.cost_capped(model) for model in models}
     ids = uuid7_batch(len(items))
 
-    settlements: list[policy.Settlement] = []
+    settlements: list[ledger.Settlement] = []
     settlement_items: list[int | None] = []  # the item index of each settlement, for errors
     # Usage without a reservation, per model and minute (the finest cap window); none without caps.
     count_usage = bool(rules.caps)
@@ -251,7 +179,7 @@ def attempts_record(*, principal: Any, items: Sequence[AttemptIn], batch: bool) 
             tokens = attempt.input_tokens + attempt.output_tokens
             charged = cost if cost is not None else (reported or Decimal(0))
             if attempt.reservation_id:
-                settlements.append(policy.Settlement(attempt.reservation_id, attempt.model, tokens, charged))
+                settlements.append(ledger.Settlement(attempt.reservation_id, attempt.model, tokens, charged))
                 settlement_items.append(index)
             elif count_usage:
                 bucket = unreserved[(attempt.model, int(moment.timestamp()) // 60)]
@@ -272,10 +200,10 @@ def attempts_record(*, principal: Any, items: Sequence[AttemptIn], batch: bool) 
     # References are checked once the rows are written; a failure rolls everything back.
     _check_runs_owned(agent_id, run_first_use)
     try:
-        policy.usage_record(agent_id=agent_id, settlements=settlements, now=now, usages=[
-            policy.Usage(model, dt.datetime.fromtimestamp(minute * 60, dt.UTC), requests, tokens, cost_sum)
+        ledger.usage_record(agent_id=agent_id, settlements=settlements, now=now, usages=[
+            ledger.Usage(model, dt.datetime.fromtimestamp(minute * 60, dt.UTC), requests, tokens, cost_sum)
             for (model, minute), (requests, tokens, cost_sum) in unreserved.items()])
-    except policy.ReservationRefused as refused:
+    except ledger.ReservationRefused as refused:
         raise ItemInvalid(settlement_items[refused.position], refused.field, refused.detail,
                           code=refused.code) from None
     if per_run:

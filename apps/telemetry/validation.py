@@ -21,7 +21,7 @@ import msgspec
 from django.conf import settings
 from msgspec import Meta
 
-from modeloman.problems import InvalidInput
+from apps.gateway.errors import InvalidInput
 
 MAX_BATCH = 1000
 MAX_TOKENS = 10**9

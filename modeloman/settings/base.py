@@ -26,7 +26,7 @@ AUTH_CACHE_ENABLED = env.bool("AUTH_CACHE_ENABLED", default=True)
 AUTH_CACHE_MAX_AGE_SECONDS = env.int("AUTH_CACHE_MAX_AGE_SECONDS", default=60)
 
 # The reverse proxy's addresses (or "*"): only these peers' X-Forwarded-* headers are believed, for
-# the scheme and the client address (modeloman.request_context). gunicorn reads the same variable.
+# the scheme and the client address (apps.gateway.identity). gunicorn reads the same variable.
 FORWARDED_ALLOW_IPS = env.list("FORWARDED_ALLOW_IPS", default=["127.0.0.1", "::1"])
 for _address in FORWARDED_ALLOW_IPS:
     if _address != "*":
@@ -87,7 +87,7 @@ DATA_GROWTH_MAX_ROWS = env.str("DATA_GROWTH_MAX_ROWS", default="")
 DATA_GROWTH_MAX_SIZE = env.str("DATA_GROWTH_MAX_SIZE", default="")
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "modeloman.admin_site.ModeloManAdminConfig",  # django.contrib.admin with our AdminSite
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -98,16 +98,16 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "apps.audit",
+    "apps.gateway",
     "apps.keys",
     "apps.policy",
     "apps.telemetry",
     "apps.leaderboard",
-    "apps.gateway",
 ]
 
 MIDDLEWARE = [
     # First: it drops forwarded headers from untrusted peers before SecurityMiddleware reads them.
-    "modeloman.request_context.RequestContextMiddleware",
+    "apps.gateway.identity.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -197,11 +197,11 @@ STORAGES = {
 DATA_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["apps.keys.authentication.ApiKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["modeloman.access.OperationPermission"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["apps.gateway.rest.auth.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["apps.gateway.rest.auth.OperationPermission"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["modeloman.parsers.JSONParser"],
-    "EXCEPTION_HANDLER": "modeloman.problems.problem_exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["apps.gateway.rest.parsers.JSONParser"],
+    "EXCEPTION_HANDLER": "apps.gateway.rest.problems.problem_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "modeloman.schema.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }

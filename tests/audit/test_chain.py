@@ -16,8 +16,8 @@ from django.db import connection, connections, transaction
 from apps.audit.chain import CHAINED_FIELDS, GENESIS_HASH, row_hash
 from apps.audit.models import AuditChainHead, AuditEvent
 from apps.audit.services import Actor, audit_record
+from apps.gateway.identity import request_context
 from apps.keys import services
-from modeloman.request_context import request_context
 from tests.factories import TEST_ACTOR, ProjectFactory, issue_key
 from tests.processes import BASE_DIR, database_url
 

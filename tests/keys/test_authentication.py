@@ -9,8 +9,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from apps.audit.models import AuditEvent
+from apps.gateway.auth import authenticate_token
+from apps.gateway.errors import AuthenticationFailed
 from apps.keys import services, tokens
-from apps.keys.authentication import AuthFailure, authenticate_token
 from apps.keys.models import Agent, ApiKey
 from modeloman.invalidation import clear_local_caches
 from tests.factories import TEST_ACTOR, AgentFactory, issue_key
@@ -95,7 +96,7 @@ def test_missing_or_wrong_authorization_header_is_401(api_client, header):
 def test_expired_key_is_401(api_client, bearer):
     issued = issue_key(expires_at=timezone.now() + dt.timedelta(hours=1))
     assert api_client.get(WHOAMI, **bearer(issued.token)).status_code == 200
-    with pytest.raises(AuthFailure) as failure:
+    with pytest.raises(AuthenticationFailed) as failure:
         authenticate_token(issued.token, now=timezone.now() + dt.timedelta(hours=2))
     assert failure.value.code == "key_expired"
 
@@ -143,7 +144,7 @@ def test_rotation_keeps_both_keys_until_grace_then_only_the_new_one(api_client, 
         assert response.json()["scopes"] == ["tasks:write", "telemetry:write"]
 
     after_grace = timezone.now() + dt.timedelta(hours=1, seconds=1)
-    with pytest.raises(AuthFailure) as failure:
+    with pytest.raises(AuthenticationFailed) as failure:
         authenticate_token(old.token, now=after_grace)
     assert failure.value.code == "key_rotated"
     assert authenticate_token(new.token, now=after_grace).key_id == new.api_key.key_id

@@ -5,7 +5,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from apps.audit.models import AuditEvent
-from apps.keys.authentication import authenticate_token
+from apps.gateway.auth import authenticate_token
 from apps.keys.models import Agent, ApiKey, Project
 from tests.factories import AgentFactory, issue_key
 

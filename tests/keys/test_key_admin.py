@@ -5,8 +5,8 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 
 from apps.audit.models import AuditEvent
+from apps.gateway.auth import authenticate_token
 from apps.keys import tokens
-from apps.keys.authentication import authenticate_token
 from apps.keys.models import ApiKey
 from tests.factories import AgentFactory, issue_key
 from tests.keys.test_authentication import tables_containing

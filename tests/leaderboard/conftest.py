@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from django.core.cache import cache
 
-from apps.keys.authentication import authenticate_token
+from apps.gateway.auth import authenticate_token
 from apps.keys.models import Project
 from apps.telemetry import services as telemetry
 from apps.telemetry.rollups import rollups_refresh

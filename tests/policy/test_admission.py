@@ -6,7 +6,8 @@ import pytest
 from django.db import IntegrityError, connection, connections, transaction
 
 from apps.audit.models import AuditEvent
-from apps.keys.authentication import authenticate_token
+from apps.gateway.auth import authenticate_token
+from apps.policy import ledger as policy_ledger
 from apps.policy import services
 from apps.policy.models import AdmissionDecision, PolicyCap, Reservation, UsageLedger
 from apps.policy.windows import window_start
@@ -20,7 +21,7 @@ def principal_for(agent=None, scopes=("tasks:write",)):
 
 
 def admit(principal, model="gpt-test", input_tokens=MILLION, output_tokens=0, **kwargs):
-    return services.admit(principal=principal, model=model, estimated_input_tokens=input_tokens,
+    return policy_ledger.admit(principal=principal, model=model, estimated_input_tokens=input_tokens,
                           estimated_output_tokens=output_tokens, **kwargs)
 
 
@@ -72,11 +73,11 @@ def test_release_and_expiry_return_the_ledger_to_its_prior_value():
     before = (ledger(cap).used, ledger(cap).reserved)
 
     released = admit(principal)
-    services.reservation_release(reservation_id=released.reservation_id, agent_id=principal.agent_id)
+    policy_ledger.reservation_release(reservation_id=released.reservation_id, agent_id=principal.agent_id)
     assert (ledger(cap).used, ledger(cap).reserved) == before
 
     expiring = admit(principal)
-    assert services.reservations_expire(now=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)) == 2
+    assert policy_ledger.reservations_expire(now=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)) == 2
     assert (ledger(cap).used, ledger(cap).reserved) == (Decimal(0), Decimal(0))
     assert Reservation.objects.get(id=expiring.reservation_id).state == "released"
     assert Reservation.objects.get(id=first.reservation_id).state == "released"
@@ -88,20 +89,20 @@ def test_settling_moves_actual_cost_to_used_and_keeps_overrun_outside_the_limit(
     principal = principal_for()
     cap = make_cap(limit="25")
     cheap = admit(principal)  # reserves 10
-    services.reservation_settle(reservation_id=cheap.reservation_id, agent_id=principal.agent_id, model="gpt-test",
+    policy_ledger.reservation_settle(reservation_id=cheap.reservation_id, agent_id=principal.agent_id, model="gpt-test",
                                 actual_tokens=500_000, actual_cost_usd=Decimal("4"))
     assert (ledger(cap).used, ledger(cap).reserved) == (Decimal(4), Decimal(0))
 
     costly = admit(principal)  # reserves 10 more; actual comes back at 30
-    services.reservation_settle(reservation_id=costly.reservation_id, agent_id=principal.agent_id, model="gpt-test",
-                                actual_tokens=3 * MILLION, actual_cost_usd=Decimal("30"))
+    policy_ledger.reservation_settle(reservation_id=costly.reservation_id, agent_id=principal.agent_id,
+                                     model="gpt-test", actual_tokens=3 * MILLION, actual_cost_usd=Decimal("30"))
     row = ledger(cap)
     assert (row.used, row.reserved, row.overrun) == (Decimal(25), Decimal(0), Decimal(9))
     assert not admit(principal).allowed
 
     with pytest.raises(Exception) as again:
-        services.reservation_settle(reservation_id=costly.reservation_id, agent_id=principal.agent_id, model="gpt-test",
-                                    actual_tokens=1, actual_cost_usd=Decimal(1))
+        policy_ledger.reservation_settle(reservation_id=costly.reservation_id, agent_id=principal.agent_id,
+                                         model="gpt-test", actual_tokens=1, actual_cost_usd=Decimal(1))
     assert again.value.code == "reservation_not_held"
 
 

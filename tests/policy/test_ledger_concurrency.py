@@ -19,10 +19,10 @@ from django.db import connections
 from django.db.utils import OperationalError
 from rest_framework.test import APIClient
 
-from apps.keys.authentication import authenticate_token
-from apps.policy import services
+from apps.gateway.auth import authenticate_token
+from apps.gateway.rest.problems import problem_exception_handler
+from apps.policy import ledger
 from apps.policy.models import Reservation, UsageLedger
-from modeloman.problems import problem_exception_handler
 from modeloman.transactions import ServiceBusy, atomic_with_retry
 from tests.factories import AgentFactory, issue_key, make_cap, make_price
 
@@ -53,7 +53,7 @@ def no_retries(caplog):
 
 
 def admit(token, model, now=None):
-    result = services.admit(principal=authenticate_token(token), model=model, estimated_input_tokens=MILLION,
+    result = ledger.admit(principal=authenticate_token(token), model=model, estimated_input_tokens=MILLION,
                             estimated_output_tokens=0, now=now)
     assert result.allowed, result.reasons
     return str(result.reservation_id)
@@ -177,7 +177,7 @@ def test_settlement_beside_reservations_expire(token, no_retries):
     def expire_after(delay):
         def call():
             time.sleep(delay)  # swept over the rounds, so the two transactions overlap at some point
-            return services.reservations_expire(now=dt.datetime.now(dt.UTC))
+            return ledger.reservations_expire(now=dt.datetime.now(dt.UTC))
         return call
 
     for round_number in range(ROUNDS):

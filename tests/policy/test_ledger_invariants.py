@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from apps.keys.authentication import authenticate_token
-from apps.policy import services
+from apps.gateway.auth import authenticate_token
+from apps.policy import ledger, services
 from apps.policy.models import LEDGER_MAX, PolicyCap, Reservation, UsageLedger
 from tests.factories import TEST_ACTOR, AgentFactory, issue_key, make_cap, make_price
 
@@ -55,7 +55,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.atomic.__exit__(None, None, None)
 
     def _admit(self, model, input_tokens, output_tokens, estimate=None):
-        result = services.admit(principal=self.principal, model=model, estimated_input_tokens=input_tokens,
+        result = ledger.admit(principal=self.principal, model=model, estimated_input_tokens=input_tokens,
                                 estimated_output_tokens=output_tokens, estimated_cost_usd=estimate, now=self.now)
         if model == UNPRICED and estimate is None:  # under the agent's cost cap: never a silent $0
             assert (result.allowed, result.reasons) == (False, ["cost_estimate_required"])
@@ -79,7 +79,7 @@ class LedgerMachine(RuleBasedStateMachine):
           actual_tokens=st.integers(0, 20_000_000) | st.just(2 * MAX_TOKENS))
     def settle(self, data, actual_cost, actual_tokens):
         reservation, model = self._pop(data)
-        services.reservation_settle(reservation_id=reservation, agent_id=self.principal.agent_id, model=model,
+        ledger.reservation_settle(reservation_id=reservation, agent_id=self.principal.agent_id, model=model,
                                     actual_tokens=actual_tokens, actual_cost_usd=actual_cost, now=self.now)
 
     @precondition(lambda self: self.held)
@@ -88,8 +88,8 @@ class LedgerMachine(RuleBasedStateMachine):
         reservation, model = data.draw(st.sampled_from(self.held))
         other = data.draw(st.sampled_from([m for m in MODELS if m != model]))
         before = ledger_snapshot()
-        with pytest.raises(services.ReservationRefused) as refused:
-            services.reservation_settle(reservation_id=reservation, agent_id=self.principal.agent_id, model=other,
+        with pytest.raises(ledger.ReservationRefused) as refused:
+            ledger.reservation_settle(reservation_id=reservation, agent_id=self.principal.agent_id, model=other,
                                         actual_tokens=1000, actual_cost_usd=Decimal(1), now=self.now)
         assert refused.value.code == "reservation_model_mismatch"
         assert ledger_snapshot() == before
@@ -102,11 +102,11 @@ class LedgerMachine(RuleBasedStateMachine):
         """One batch, items in any order: settlements of several reservations (across caps and
         windows) beside usage without a reservation, some of it in earlier minutes."""
         chosen = [self._pop(data) for _ in range(data.draw(st.integers(0, min(4, len(self.held)))))]
-        settlements = [services.Settlement(r, model, data.draw(st.integers(0, 8_000_000)),
+        settlements = [ledger.Settlement(r, model, data.draw(st.integers(0, 8_000_000)),
                                            data.draw(st.decimals(0, 40, places=2))) for r, model in chosen]
-        unreserved = [services.Usage(model, self.now - dt.timedelta(minutes=minutes_ago), 1, tokens, cost)
+        unreserved = [ledger.Usage(model, self.now - dt.timedelta(minutes=minutes_ago), 1, tokens, cost)
                       for model, minutes_ago, tokens, cost in usages]
-        services.usage_record(agent_id=self.principal.agent_id, settlements=data.draw(st.permutations(settlements)),
+        ledger.usage_record(agent_id=self.principal.agent_id, settlements=data.draw(st.permutations(settlements)),
                               usages=data.draw(st.permutations(unreserved)), now=self.now)
         assert set(Reservation.objects.filter(id__in=[r for r, _ in chosen]).values_list("state", flat=True)) <= {
             "settled"}
@@ -116,18 +116,18 @@ class LedgerMachine(RuleBasedStateMachine):
         """Up to 60 batches' worth of 1,000 attempts of the largest size, each reporting the largest
         cost: enough to pass numeric(20, 6) on a tokens cap (tests/telemetry/test_ingest.py sends
         them one request at a time)."""
-        biggest = services.Usage(model, self.now, 1000, 1000 * 2 * MAX_TOKENS, 1000 * MAX_REPORTED)
-        services.usage_record(agent_id=self.principal.agent_id, usages=[biggest] * batches, now=self.now)
+        biggest = ledger.Usage(model, self.now, 1000, 1000 * 2 * MAX_TOKENS, 1000 * MAX_REPORTED)
+        ledger.usage_record(agent_id=self.principal.agent_id, usages=[biggest] * batches, now=self.now)
 
     @precondition(lambda self: self.held)
     @rule(data=st.data())
     def release(self, data):
         reservation, _ = self._pop(data)
-        services.reservation_release(reservation_id=reservation, agent_id=self.principal.agent_id)
+        ledger.reservation_release(reservation_id=reservation, agent_id=self.principal.agent_id)
 
     @rule()
     def expire_everything(self):
-        services.reservations_expire(now=self.now + dt.timedelta(days=1))
+        ledger.reservations_expire(now=self.now + dt.timedelta(days=1))
         self.held.clear()
 
     @rule(minutes=st.integers(1, 90))
@@ -142,8 +142,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(model=st.sampled_from(MODELS), cost=st.decimals(0, 30, places=2), tokens=st.integers(0, 5_000_000))
     def unreserved_usage(self, model, cost, tokens):
-        services.usage_record(agent_id=self.principal.agent_id,
-                              usages=[services.Usage(model, self.now, 1, tokens, cost)])
+        ledger.usage_record(agent_id=self.principal.agent_id,
+                              usages=[ledger.Usage(model, self.now, 1, tokens, cost)])
 
     @invariant()
     def ledger_within_bounds(self):

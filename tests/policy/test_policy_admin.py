@@ -3,8 +3,8 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 
 from apps.audit.models import AuditEvent
-from apps.keys.authentication import authenticate_token
-from apps.policy import services
+from apps.gateway.auth import authenticate_token
+from apps.policy import ledger
 from apps.policy.models import Policy, PolicyCap
 from tests.factories import AgentFactory, issue_key, make_cap, make_price
 
@@ -34,7 +34,7 @@ def test_kill_switch_from_the_agent_list_asks_for_a_reason_then_stops_admissions
     assert policy.kill_switch and policy.kill_switch_reason == "runaway loop"
     event = AuditEvent.objects.get(action="policy.create", target_id=str(policy.pk))
     assert (event.actor_label, event.reason, event.after["kill_switch"]) == ("user:operator", "runaway loop", True)
-    result = services.admit(principal=authenticate_token(issued.token), model="gpt-test",
+    result = ledger.admit(principal=authenticate_token(issued.token), model="gpt-test",
                             estimated_input_tokens=1, estimated_output_tokens=1)
     assert result.reasons == ["kill_switch"]
 
@@ -73,7 +73,7 @@ def test_decisions_list_filters_by_reason(operator):
     make_price("gpt-test", input_per_mtok="10")
     principal = authenticate_token(issue_key().token)
     cap = make_cap(limit="5")
-    services.admit(principal=principal, model="gpt-test", estimated_input_tokens=1_000_000,
+    ledger.admit(principal=principal, model="gpt-test", estimated_input_tokens=1_000_000,
                    estimated_output_tokens=0)
     url = reverse("admin:policy_admissiondecision_changelist")
     assert f"cap_exceeded:{cap.pk}" in operator.get(url, {"reason": "cap_exceeded"}).content.decode()

@@ -10,11 +10,11 @@ from django.contrib.auth.models import User
 from django.urls import reverse
 
 from apps.audit.models import AuditEvent
+from apps.gateway.errors import Conflict, Forbidden
 from apps.keys import services as key_services
 from apps.keys.models import Agent
 from apps.policy import services
 from apps.policy.models import Policy, PolicyCap
-from modeloman.problems import Conflict, Forbidden
 from tests.factories import TEST_ACTOR, AgentFactory, issue_key, make_cap, make_price
 
 pytestmark = pytest.mark.django_db
@@ -254,6 +254,6 @@ def test_a_quarantined_agent_reads_and_reports_telemetry_but_every_other_write_i
 
 
 def _principal(token: str):
-    from apps.keys.authentication import authenticate_token
+    from apps.gateway.auth import authenticate_token
 
     return authenticate_token(token)

@@ -6,9 +6,10 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from apps.telemetry.idempotency import sanitize
+from apps.gateway.idempotency import sanitize
+from apps.gateway.models import IdempotencyRecord
 from apps.telemetry.maintenance import idempotency_records_reap
-from apps.telemetry.models import IdempotencyRecord, Run
+from apps.telemetry.models import Run
 from tests.factories import AgentFactory, issue_key
 
 RUNS = "/api/v1/runs"

@@ -6,10 +6,11 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from apps.keys.authentication import authenticate_token
+from apps.gateway.auth import authenticate_token
+from apps.policy import ledger as policy_ledger
 from apps.policy import services as policy_services
 from apps.policy.models import Reservation, UsageLedger
-from apps.telemetry import services
+from apps.telemetry import bulk, services
 from apps.telemetry.models import Run
 from apps.telemetry.validation import RunEventIn
 from tests.factories import TEST_ACTOR, AgentFactory, issue_key, make_cap, make_price
@@ -56,7 +57,7 @@ def test_a_batch_goes_in_with_copy(api_client, bearer, agent_token):
     response = api_client.post(ATTEMPTS, batch, format="json", **bearer(agent_token))
     assert response.status_code == 201 and response.json()["accepted"] == 250
     assert count("prompt_attempts") == 250
-    assert services._copy_supported is True
+    assert bulk._copy_supported is True
 
 
 def test_a_bad_item_fails_the_whole_batch_and_names_its_index_and_field(api_client, bearer, agent_token):
@@ -178,11 +179,11 @@ def test_insert_fallback_stores_the_same_rows_as_copy(api_client, bearer, agent_
                "input_tokens, output_tokens, latency_ms, cost_usd, reported_cost_usd, attributes")
 
     copied = api_client.post(ATTEMPTS, {"attempts": items}, format="json", **bearer(agent_token))
-    assert copied.status_code == 201 and services._copy_supported is True
+    assert copied.status_code == 201 and bulk._copy_supported is True
     by_copy = rows("prompt_attempts", columns)
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM prompt_attempts")
-    monkeypatch.setattr(services, "_copy_supported", False)
+    monkeypatch.setattr(bulk, "_copy_supported", False)
     inserted = api_client.post(ATTEMPTS, {"attempts": items}, format="json", **bearer(agent_token))
     assert inserted.status_code == 201
     assert rows("prompt_attempts", columns) == by_copy
@@ -224,7 +225,7 @@ def test_an_attempt_settles_its_reservation_and_unreserved_attempts_still_count(
     make_price("gpt-test", input_per_mtok="10")
     cap = make_cap(limit="100")
     principal = authenticate_token(agent_token)
-    admission = policy_services.admit(principal=principal, model="gpt-test", estimated_input_tokens=1_000_000,
+    admission = policy_ledger.admit(principal=principal, model="gpt-test", estimated_input_tokens=1_000_000,
                                       estimated_output_tokens=0)
     settled = attempt(input_tokens=500_000, output_tokens=0, reservation_id=str(admission.reservation_id))
     unreserved = attempt(input_tokens=200_000, output_tokens=0)
@@ -364,7 +365,7 @@ def test_an_unpriced_model_under_a_cost_cap_is_charged_the_agents_cost_and_never
     assert count("prompt_attempts") == 0 and ledger_state(cap) is None
 
     principal = authenticate_token(agent_token)
-    admission = policy_services.admit(principal=principal, model="mystery-model", estimated_input_tokens=10**9,
+    admission = policy_ledger.admit(principal=principal, model="mystery-model", estimated_input_tokens=10**9,
                                       estimated_output_tokens=10**9, estimated_cost_usd=Decimal("5"))
     assert ledger_state(cap) == (Decimal(0), Decimal(5), Decimal(0))
     unreported = api_client.post(ATTEMPTS, {**huge, "reservation_id": str(admission.reservation_id)},
@@ -394,7 +395,7 @@ def test_an_attempt_of_another_model_than_its_reservation_is_refused_and_writes_
     cap_a = make_cap(metric="tokens", limit="10000000", window="total", model="model-a")
     cap_b = make_cap(metric="tokens", limit="10000000", window="total", model="model-b")
     principal = authenticate_token(agent_token)
-    admission = policy_services.admit(principal=principal, model="model-a", estimated_input_tokens=1_000_000,
+    admission = policy_ledger.admit(principal=principal, model="model-a", estimated_input_tokens=1_000_000,
                                       estimated_output_tokens=0)
     before = (ledger_state(cap_a), ledger_state(cap_b))
 

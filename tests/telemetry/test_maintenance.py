@@ -12,10 +12,10 @@ from django.core.management import call_command
 from django.db import connection, connections, transaction
 from django.utils import timezone
 
-from apps.keys.authentication import authenticate_token
-from apps.policy import services as policy_services
+from apps.gateway.auth import authenticate_token
+from apps.gateway.models import IdempotencyRecord
+from apps.policy import ledger
 from apps.policy.models import Reservation
-from apps.telemetry.models import IdempotencyRecord
 from apps.telemetry.rollups import latency_percentile, timescale_enabled
 from apps.telemetry.timeseries import BenchmarkDaily, PromptAttemptHourly
 from tests.factories import issue_key, make_cap, make_price
@@ -162,7 +162,7 @@ def test_expired_reservations_are_released():
     issued = issue_key()
     make_price("gpt-test")
     make_cap(subject=issued.api_key.agent, limit="10")
-    admission = policy_services.admit(principal=authenticate_token(issued.token), model="gpt-test",
+    admission = ledger.admit(principal=authenticate_token(issued.token), model="gpt-test",
                                       estimated_input_tokens=1000, estimated_output_tokens=0)
     Reservation.objects.filter(pk=admission.reservation_id).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
 

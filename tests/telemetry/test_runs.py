@@ -2,7 +2,7 @@ import uuid
 
 import pytest
 
-from apps.keys.authentication import authenticate_token
+from apps.gateway.auth import authenticate_token
 from apps.policy import services as policy_services
 from apps.telemetry.models import Run
 from tests.factories import TEST_ACTOR, AgentFactory, issue_key

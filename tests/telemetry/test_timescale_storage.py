@@ -225,8 +225,8 @@ def test_admin_pages_read_hypertables_and_continuous_aggregates(client):
 def test_ingest_through_the_api_writes_hypertables_and_late_rows_land_in_compressed_chunks(api_client):
     """The real endpoints on the engine: it refuses COPY FROM STDIN, so ingest falls back to
     multi-row INSERT; late attempts and events into already compressed chunks are accepted."""
-    from apps.keys.authentication import authenticate_token
-    from apps.telemetry import services
+    from apps.gateway.auth import authenticate_token
+    from apps.telemetry import bulk
     from tests.factories import issue_key, make_price
 
     make_price("gpt-test", input_per_mtok="1", output_per_mtok="2")
@@ -245,7 +245,7 @@ def test_ingest_through_the_api_writes_hypertables_and_late_rows_land_in_compres
                                                  "output_tokens": 0, "latency_ms": 5, "attributes": {"a": "b"}}]}
     response = api_client.post("/api/v1/attempts", batch, format="json", HTTP_IDEMPOTENCY_KEY="ts-1", **headers)
     assert response.status_code == 201, response.content
-    assert services._copy_supported is False
+    assert bulk._copy_supported is False
     assert count("prompt_attempts", principal.project_id) == 9
     assert fetch("SELECT is_compressed FROM timescaledb_information.chunks WHERE hypertable_name = "
                  "'prompt_attempts' AND range_start <= %s AND %s < range_end", [old, old]) == [(True,)]

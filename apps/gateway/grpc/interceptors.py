@@ -22,12 +22,10 @@ from typing import Any
 import grpc
 from django.db import close_old_connections
 
+from apps.gateway.access import OPERATIONS, AccessClass, Operation, require_access
+from apps.gateway.auth import Principal, authenticate_token
 from apps.gateway.grpc.errors import Failure, failure_for
-
-# The one line that names the authentication function (the gateway's `authenticate_token` later).
-from apps.keys.authentication import AuthFailure, Principal, authenticate_token
-from modeloman.access import OPERATIONS, AccessClass, Operation, require_access
-from modeloman.request_context import new_request_id, request_context
+from apps.gateway.identity import client_address, new_request_id, request_context
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +56,7 @@ def _refuse(status: grpc.StatusCode, code: str, detail: str) -> CallRefused:
 
 
 def peer_ip(context: grpc.ServicerContext) -> str | None:
-    """The direct peer's address from `context.peer()` ("ipv4:1.2.3.4:5", "ipv6:[::1]:5").
-    Forwarded addresses from a trusted proxy are the gateway's client identity's job (TODO there)."""
+    """The direct peer's address from `context.peer()` ("ipv4:1.2.3.4:5", "ipv6:[::1]:5")."""
     kind, _, rest = context.peer().partition(":")
     if kind == "ipv4":
         host = rest.rpartition(":")[0]
@@ -89,10 +86,7 @@ def _authorize(operation: Operation, metadata: dict[str, str]) -> Principal | No
     if operation.access is AccessClass.PUBLIC_READ:
         return None
     token = _bearer_token(metadata)
-    try:
-        principal = authenticate_token(token)
-    except AuthFailure as failure:
-        raise _refuse(grpc.StatusCode.UNAUTHENTICATED, failure.code, failure.detail) from None
+    principal = authenticate_token(token)  # AuthenticationFailed: UNAUTHENTICATED with its code
     require_access(operation.name, principal)  # MissingScope / Forbidden: PERMISSION_DENIED
     return principal
 
@@ -108,7 +102,9 @@ def _guarded_call(operation: Operation | None, name: str, context: grpc.Servicer
     close_old_connections()
     principal_token = None
     try:
-        with request_context(client_ip=peer_ip(context), request_id=request_id):
+        # The client's identity: the peer, or what a trusted proxy forwarded (as REST does).
+        client_ip = client_address(peer_ip(context) or "", metadata.get("x-forwarded-for", ""))
+        with request_context(client_ip=client_ip, request_id=request_id):
             try:
                 if operation is None:  # not in the access table: denied
                     raise _refuse(grpc.StatusCode.PERMISSION_DENIED, "permission_denied",

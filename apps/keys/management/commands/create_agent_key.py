@@ -6,11 +6,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from apps.audit.services import Actor
+from apps.gateway.access import ALL_SCOPES
+from apps.gateway.errors import DomainError
 from apps.keys import services
 from apps.keys.models import Agent, Project
-from modeloman.access import ALL_SCOPES
 from modeloman.durations import parse_duration
-from modeloman.problems import DomainError
 
 
 class Command(BaseCommand):

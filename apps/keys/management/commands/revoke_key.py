@@ -3,9 +3,9 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.audit.services import Actor
+from apps.gateway.errors import DomainError
 from apps.keys import services
 from apps.keys.models import ApiKey
-from modeloman.problems import DomainError
 
 
 class Command(BaseCommand):

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from apps.gateway.errors import DomainError
 from apps.keys.models import Project
 from apps.leaderboard.demo import demo_clear, demo_seed
-from modeloman.problems import DomainError
 
 
 class Command(BaseCommand):

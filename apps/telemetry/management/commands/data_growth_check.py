@@ -17,8 +17,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection, transaction
 
 from apps.audit.models import AuditEvent
+from apps.gateway.models import IdempotencyRecord
 from apps.policy.models import AdmissionDecision, Reservation, UsageLedger
-from apps.telemetry.models import IdempotencyRecord, Run
+from apps.telemetry.models import Run
 
 GIB = 1024**3
 # table -> (rows, bytes). Generous: these say "plan capacity now", not "something broke".

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from apps.policy.services import reservations_expire
+from apps.policy.ledger import reservations_expire
 from apps.telemetry import maintenance
 from apps.telemetry.rollups import retention_policy_horizons, rollups_refresh, timescale_enabled
 

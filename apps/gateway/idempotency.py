@@ -1,4 +1,8 @@
-"""Idempotency-Key for every write (SPEC §5).
+"""Idempotency keys for every write (SPEC §5), for any transport: claim → run → store or replay.
+
+`idempotent()` is the core; the REST adapter (`apps.gateway.rest`) feeds it the
+`Idempotency-Key` header and the request bytes, the gRPC one the `idempotency-key` metadata and
+the serialized request. Every `write` operation of the access table goes through it.
 
 A write first claims (principal, key) in its own short transaction, so concurrent retries
 see it at once and get 409. The write itself and the stored response then commit together:
@@ -8,24 +12,21 @@ behind. A claim abandoned by a crashed process can be taken over after a lease.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from rest_framework.request import Request
-from rest_framework.response import Response
 
-from apps.telemetry.models import IdempotencyRecord
-from modeloman.problems import Conflict, DomainError, InvalidInput
+from apps.gateway.errors import Conflict, InvalidInput, PreconditionFailed
+from apps.gateway.models import IdempotencyRecord
 from modeloman.transactions import atomic_with_retry
 
-HEADER = "Idempotency-Key"
 KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 IN_FLIGHT_LEASE = timedelta(seconds=60)
 # Each pass either claims, replays, refuses, or saw a failed holder vanish; the last keeps repeating
@@ -35,17 +36,21 @@ _SECRET_NAME_RE = re.compile(r"(^|[_-])(token|secret|password|authorization|api[
 _TOKEN_RE = re.compile(r"mmk_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}")
 
 
-class KeyReused(DomainError):
-    status = 422
+class KeyReused(PreconditionFailed):
     code = "idempotency_key_reused"
     title = "Idempotency key reused with a different request"
+
+
+class KeyOwner(Protocol):
+    agent_id: int | None
+    key_pk: int
 
 
 def retention() -> timedelta:
     return timedelta(hours=settings.IDEMPOTENCY_RETENTION_HOURS)
 
 
-def principal_scope(principal: Any) -> str:
+def principal_scope(principal: KeyOwner) -> str:
     """Keys are scoped per agent (so a rotated key still replays), else per key."""
     if principal.agent_id is not None:
         return f"agent:{principal.agent_id}"
@@ -67,14 +72,6 @@ def sanitize(value: Any) -> Any:
 
 def _storable(text: str) -> str:
     return text.replace("\x00", "\\u0000")
-
-
-def _fingerprint(request: Request, operation: str) -> str:
-    """The request as sent: a retry repeats the same bytes, so comparing bytes is exact and
-    cheap (no re-serialising a 1,000-item batch)."""
-    digest = hashlib.sha256(f"{operation}\n{request.method}\n{request.path}\n".encode())
-    digest.update(request.body)
-    return digest.hexdigest()
 
 
 _CLAIM = """
@@ -119,41 +116,58 @@ def _claim(principal: str, key: str, operation: str, fingerprint: str) -> int | 
     raise Conflict("A request with this Idempotency-Key is still in progress.", code="idempotency_in_flight")
 
 
-def run_idempotent(request: Request, *, operation: str, handler: Callable[[], Response]) -> Response:
-    key = request.headers.get(HEADER)
-    if key is None:
-        raise InvalidInput(f"Writes need an {HEADER} header.", code="idempotency_key_missing")
-    if not KEY_RE.fullmatch(key):
-        raise InvalidInput(f"{HEADER} must be 1-128 characters of A-Z a-z 0-9 _ . : -",
-                           code="idempotency_key_malformed")
-    scope = principal_scope(request.auth)
-    claim = _claim(scope, key, operation, _fingerprint(request, operation))
-    if isinstance(claim, IdempotencyRecord):
-        return Response(claim.response_body, status=claim.response_status, headers={"Idempotent-Replayed": "true"})
+def _fingerprint(operation: str, request: bytes) -> str:
+    """The request as sent: a retry repeats the same bytes, so comparing bytes is exact and
+    cheap (no re-serialising a 1,000-item batch)."""
+    digest = hashlib.sha256(f"{operation}\n".encode())
+    digest.update(request)
+    return digest.hexdigest()
 
-    def write_and_store() -> Response:
-        response = handler()
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a write answered: `status` (an HTTP status; gRPC stores 200 for OK) and the body,
+    as it ran now or, `replayed`, as stored by the first request with the same key."""
+
+    status: int
+    body: Any
+    replayed: bool = False
+
+
+def check_key(key: str | None) -> str:
+    """The key, or the 400 / INVALID_ARGUMENT every transport gives for a missing or malformed one."""
+    if key is None:
+        raise InvalidInput("Writes need an idempotency key (REST header Idempotency-Key, gRPC metadata "
+                           "idempotency-key).", code="idempotency_key_missing")
+    if not KEY_RE.fullmatch(key):
+        raise InvalidInput("An idempotency key is 1-128 characters of A-Z a-z 0-9 _ . : -",
+                           code="idempotency_key_malformed")
+    return key
+
+
+def idempotent(*, principal: KeyOwner, key: str | None, operation: str, request: bytes,
+               run: Callable[[], tuple[int, Any]]) -> Outcome:
+    """Run a write once per (principal, key). `request` identifies the request (its bytes, with
+    whatever else of it the transport considers part of it); `run` performs the write and returns
+    (status, body). A domain error from `run` stores nothing and frees the key for a retry.
+
+    Raises 400 for a missing or malformed key, 422 when the key was used for another request,
+    409 while the first request with the key is still running."""
+    check_key(key)
+    claim = _claim(principal_scope(principal), key, operation, _fingerprint(operation, request))
+    if isinstance(claim, IdempotencyRecord):
+        return Outcome(claim.response_status, claim.response_body, replayed=True)
+
+    def write_and_store() -> tuple[int, Any]:
+        status, body = run()
         IdempotencyRecord.objects.filter(pk=claim).update(
-            state=IdempotencyRecord.State.COMPLETED, response_status=response.status_code,
-            response_body=sanitize(response.data))
-        return response
+            state=IdempotencyRecord.State.COMPLETED, response_status=status, response_body=sanitize(body))
+        return status, body
 
     try:
         # A deadlock or serialization failure runs the write again (or ends as 503), never a 500.
-        response = atomic_with_retry(write_and_store)
+        status, body = atomic_with_retry(write_and_store)
     except BaseException:
         IdempotencyRecord.objects.filter(pk=claim, state=IdempotencyRecord.State.IN_FLIGHT).delete()
         raise
-    return response
-
-
-def idempotent_write(method: Callable) -> Callable:
-    """Decorate a DRF view's write method: it runs under the request's Idempotency-Key."""
-
-    @functools.wraps(method)
-    def wrapper(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        operation = getattr(self, "operations", {}).get(request.method) or self.operation
-        return run_idempotent(request, operation=operation, handler=lambda: method(self, request, *args, **kwargs))
-
-    return wrapper
-
+    return Outcome(status, body)

@@ -1,8 +1,10 @@
-"""Who is asking, from where, under which request id — for audit rows and logs.
+"""The client's identity: who is asking, from where, under which request id — for audit rows,
+rate limits and logs, on every transport.
 
 Services record audit events without having the request passed down to them: the
-middleware (and the gRPC interceptor, later) put the client IP and request id in context
-variables for the duration of the call.
+middleware (and the gRPC interceptor) put the client IP and request id in context
+variables for the duration of the call (`request_context`). `client_address()` is the one
+rule for the client's address; `client_ip(request)` applies it to a Django request.
 
 Forwarded headers (X-Forwarded-For, X-Forwarded-Proto, ...) are believed only from the peers in
 FORWARDED_ALLOW_IPS, the reverse proxy; gunicorn applies the same list to the scheme it reports.
@@ -79,18 +81,25 @@ def trusted_proxy(peer: str) -> bool:
     return address is not None and address in trusted
 
 
-def client_ip(request: HttpRequest) -> str | None:
-    """The client's address: the direct peer, unless that is a trusted proxy, in which case the
-    X-Forwarded-For chain is walked from the right (each proxy appended the address it saw) to
-    the first hop that is not a trusted proxy. A malformed hop ends the walk."""
-    address = request.META.get("REMOTE_ADDR", "")
-    hops = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+def client_address(peer: str, forwarded_for: str = "") -> str | None:
+    """The client's address: the direct `peer`, unless that is a trusted proxy, in which case the
+    X-Forwarded-For chain (`forwarded_for`) is walked from the right (each proxy appended the
+    address it saw) to the first hop that is not a trusted proxy. A malformed hop ends the walk.
+    Transport-neutral: REST passes REMOTE_ADDR and the header, gRPC the peer's address and the
+    `x-forwarded-for` metadata."""
+    address = peer
+    hops = forwarded_for.split(",") if forwarded_for else []
     while hops and trusted_proxy(address):
         hop = _ip(hops.pop())
         if hop is None:
             break
         address = str(hop)
     return address or None
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """`client_address` of a Django request."""
+    return client_address(request.META.get("REMOTE_ADDR", ""), request.META.get("HTTP_X_FORWARDED_FOR", ""))
 
 
 class RequestContextMiddleware:

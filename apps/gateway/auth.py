@@ -1,5 +1,9 @@
 """The one authentication function every transport uses: token in, principal out.
 
+The REST adapter reads `Authorization: Bearer`, the gRPC one the `authorization` metadata; both
+call `authenticate_token` and get a `Principal` or an `AuthenticationFailed` (401 /
+UNAUTHENTICATED) whose `code` says why.
+
 `authenticate_token` rejects malformed tokens before any I/O, serves verified keys from a
 process cache guarded by the invalidation listener (see `modeloman.invalidation`), and
 writes `last_used_at` at most once a minute per key.
@@ -16,9 +20,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
-from rest_framework import authentication, exceptions
-from rest_framework.request import Request
 
+from apps.gateway.errors import AuthenticationFailed
 from apps.keys import tokens
 from apps.keys.models import Agent, ApiKey
 from modeloman.invalidation import ProcessCache
@@ -46,13 +49,8 @@ class Principal:
         return scope in self.scopes
 
 
-class AuthFailure(Exception):
-    """Why a token was refused. `code` is stable and safe to show the caller."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
+def _refused(code: str, detail: str) -> AuthenticationFailed:
+    return AuthenticationFailed(detail, code=code)
 
 
 _INVALID = ("token_invalid", "The API key is not valid.")
@@ -61,11 +59,8 @@ _INVALID = ("token_invalid", "The API key is not valid.")
 @dataclass(frozen=True, slots=True)
 class _KeyRecord:
     principal: Principal
-    digest: str
-    revoked: bool
+    api_key: ApiKey  # its status is ApiKey.status_at(now): the one rule, also used by the admin
     agent_status: str | None
-    effective_expiry: dt.datetime | None
-    rotated: bool
 
 
 _verified_keys = ProcessCache("api-keys")
@@ -91,26 +86,19 @@ def _load_record(key_id: str) -> _KeyRecord | None:
         expires_at=api_key.effective_expiry,
         agent_status=agent.status if agent else None,
     )
-    return _KeyRecord(
-        principal=principal,
-        digest=api_key.digest,
-        revoked=api_key.revoked_at is not None,
-        agent_status=agent.status if agent else None,
-        effective_expiry=api_key.effective_expiry,
-        rotated=api_key.grace_until is not None,
-    )
+    return _KeyRecord(principal=principal, api_key=api_key, agent_status=agent.status if agent else None)
 
 
 def _digest_matches(record: _KeyRecord, parsed: tokens.ParsedToken) -> bool:
     current = tokens.digest(parsed.key_id, parsed.secret, settings.KEY_PEPPER)
-    if hmac.compare_digest(current, record.digest):
+    if hmac.compare_digest(current, record.api_key.digest):
         return True
     previous_pepper = settings.KEY_PEPPER_PREVIOUS
     if previous_pepper and hmac.compare_digest(
-        tokens.digest(parsed.key_id, parsed.secret, previous_pepper), record.digest
+        tokens.digest(parsed.key_id, parsed.secret, previous_pepper), record.api_key.digest
     ):
         # Pepper rotation in progress: upgrade this key's digest to the current pepper.
-        ApiKey.objects.filter(pk=record.principal.key_pk, digest=record.digest).update(digest=current)
+        ApiKey.objects.filter(pk=record.principal.key_pk, digest=record.api_key.digest).update(digest=current)
         _verified_keys.clear()
         return True
     return False
@@ -131,52 +119,31 @@ def _touch_last_used(key_pk: int, now: dt.datetime) -> None:
 
 
 def authenticate_token(token: str, *, now: dt.datetime | None = None) -> Principal:
-    """Verify a bearer token. Returns the principal or raises `AuthFailure`."""
+    """Verify a bearer token. Returns the principal or raises `AuthenticationFailed`."""
     parsed = tokens.parse(token)
     if parsed is None:
-        raise AuthFailure("token_malformed", "The API key is malformed or mistyped.")
+        raise _refused("token_malformed", "The API key is malformed or mistyped.")
 
     record = _verified_keys.get(parsed.key_id)
     if record is None:
         generation = _verified_keys.generation()
         record = _load_record(parsed.key_id)
         if record is None:
-            raise AuthFailure(*_INVALID)  # same answer as a wrong secret: no key-id oracle
+            raise _refused(*_INVALID)  # same answer as a wrong secret: no key-id oracle
         _verified_keys.put(parsed.key_id, record, generation)
 
     if not _digest_matches(record, parsed):
-        raise AuthFailure(*_INVALID)
-    if record.revoked:
-        raise AuthFailure("key_revoked", "The API key has been revoked.")
-    if record.agent_status == Agent.Status.DISABLED:
-        raise AuthFailure("agent_disabled", "The agent this key belongs to is disabled.")
+        raise _refused(*_INVALID)
     now = now or timezone.now()
-    if record.effective_expiry is not None and record.effective_expiry <= now:
-        if record.rotated:
-            raise AuthFailure("key_rotated", "The API key was rotated and its grace period ended.")
-        raise AuthFailure("key_expired", "The API key has expired.")
+    status = record.api_key.status_at(now)
+    if status == ApiKey.Status.REVOKED:
+        raise _refused("key_revoked", "The API key has been revoked.")
+    if record.agent_status == Agent.Status.DISABLED:
+        raise _refused("agent_disabled", "The agent this key belongs to is disabled.")
+    if status == ApiKey.Status.EXPIRED:
+        if record.api_key.grace_until is not None:
+            raise _refused("key_rotated", "The API key was rotated and its grace period ended.")
+        raise _refused("key_expired", "The API key has expired.")
 
     _touch_last_used(record.principal.key_pk, now)
     return record.principal
-
-
-class ApiKeyAuthentication(authentication.BaseAuthentication):
-    """DRF: `Authorization: Bearer <token>` → (principal, principal)."""
-
-    def authenticate(self, request: Request) -> tuple[Principal, Principal] | None:
-        header = request.META.get("HTTP_AUTHORIZATION", "")
-        if not header:
-            return None
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise exceptions.AuthenticationFailed(
-                "Send the key as `Authorization: Bearer <token>`.", code="token_malformed"
-            )
-        try:
-            principal = authenticate_token(token.strip())
-        except AuthFailure as failure:
-            raise exceptions.AuthenticationFailed(failure.detail, code=failure.code) from None
-        return principal, principal
-
-    def authenticate_header(self, request: Request) -> str:
-        return 'Bearer realm="modeloman"'

@@ -1,5 +1,5 @@
-"""The JSON parser for every DRF endpoint that takes a JSON object (the telemetry endpoints decode
-their bodies themselves, in apps.telemetry.validation).
+"""The JSON parsers: `JSONParser` for every DRF endpoint that takes a JSON object, `RawJSONParser`
+for the telemetry endpoints, which decode their bodies themselves (apps.telemetry.validation).
 
 Nesting is bounded: a body nested thousands deep makes the decoder raise RecursionError, and one
 nested a few hundred deep decodes but then exhausts the stack in whatever walks it next
@@ -13,6 +13,7 @@ from typing import Any
 
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
+from rest_framework.request import Request
 
 # Far deeper than any of our request bodies or run metadata needs, far below the stack limit.
 MAX_JSON_DEPTH = 32
@@ -54,3 +55,21 @@ class JSONParser(BaseParser):
 
 def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")  # NaN, Infinity: DRF's STRICT_JSON behaviour
+
+
+class RawJSONParser(BaseParser):
+    """Hands telemetry views the JSON body as bytes: they decode it straight into typed items
+    (apps.telemetry.validation), which is many times faster than parsing to dicts first."""
+
+    media_type = "application/json"
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> bytes:
+        # Django's `body`, not `stream.read()`: it enforces DATA_UPLOAD_MAX_MEMORY_SIZE.
+        return parser_context["request"].body
+
+
+def json_body(request: Request) -> bytes:
+    """The body after content negotiation (415 unless JSON). DRF does not call the parser for an
+    empty body; that comes back as b"" and fails decoding like any other non-JSON."""
+    data = request.data
+    return data if isinstance(data, bytes) else b""

@@ -1,14 +1,13 @@
-"""Errors as RFC 9457 problem documents with a stable `code`.
+"""REST errors as RFC 9457 problem documents with a stable `code`.
 
-Services raise `DomainError` subclasses; this module is the one place that turns those (and
-DRF's own exceptions) into `application/problem+json` responses. Clients branch on `code`,
-never on `detail` text.
+Services raise `apps.gateway.errors.DomainError` subclasses; this module is the one place that
+turns those (and DRF's and Django's own exceptions) into `application/problem+json` responses.
+Clients branch on `code`, never on `detail` text.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -19,66 +18,11 @@ from django.views import defaults
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from modeloman.request_context import request_id_var
+from apps.gateway.errors import DomainError, problem_body
 
 logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-
-
-class DomainError(Exception):
-    """A rule the caller broke. Carries the HTTP status and the stable code."""
-
-    status = 400
-    code = "bad_request"
-    title = "Bad request"
-    headers: dict[str, str] = {}  # extra response headers; subclasses replace it, never mutate it
-
-    def __init__(self, detail: str, *, code: str | None = None, **extra: Any) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        if code:
-            self.code = code
-        self.extra = extra
-
-
-class InvalidInput(DomainError):
-    status = 400
-    code = "invalid_input"
-    title = "Invalid input"
-
-
-class NotFound(DomainError):
-    status = 404
-    code = "not_found"
-    title = "Not found"
-
-
-class Forbidden(DomainError):
-    status = 403
-    code = "permission_denied"
-    title = "Permission denied"
-
-
-class Conflict(DomainError):
-    status = 409
-    code = "conflict"
-    title = "Conflict"
-
-
-def problem_body(*, status: int, code: str, title: str, detail: str, **extra: Any) -> dict:
-    body = {
-        "type": f"urn:modeloman:problem:{code}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "code": code,
-        **extra,
-    }
-    request_id = request_id_var.get()
-    if request_id:
-        body["request_id"] = request_id
-    return body
 
 
 def validation_errors(error: DjangoValidationError) -> dict[str, list[str]]:

@@ -1,4 +1,4 @@
-"""Reads for telemetry: the streamed state export."""
+"""The streamed state export: projects, agents, keys (never digests), policy, caps, run summaries."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The state export (ExportState): reads every app, so it belongs to none of them."""

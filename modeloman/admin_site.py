@@ -1,0 +1,73 @@
+"""The operators' door: one AdminSite, and the one place that says which admin serves which model.
+
+Apps define their ModelAdmin classes and register nothing; the screens that combine apps (a
+project's or agent's page with its policy and caps) are composed in the app that adds to them
+(apps.policy.admin) and registered here, once. Login lockout and OTP hang on `ModeloManAdminSite`.
+`ModeloManAdminConfig` replaces django.contrib.admin in INSTALLED_APPS, so `admin.site` is this
+site (django.contrib.auth still registers its User and Group on it).
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.contrib.admin.apps import AdminConfig
+
+
+class ModeloManAdminSite(admin.AdminSite):
+    pass
+
+
+class ModeloManAdminConfig(AdminConfig):
+    default_site = "modeloman.admin_site.ModeloManAdminSite"
+
+    def ready(self) -> None:
+        super().ready()  # autodiscover: contrib apps register on admin.site (this site)
+        register_models(admin.site)
+
+
+def register_models(site: admin.AdminSite) -> None:
+    from apps.audit.admin import AuditEventAdmin
+    from apps.audit.models import AuditEvent
+    from apps.keys.admin import ApiKeyAdmin
+    from apps.keys.models import Agent, ApiKey, Project
+    from apps.leaderboard.admin import HiddenEntryAdmin
+    from apps.leaderboard.models import HiddenEntry
+    from apps.policy.admin import (
+        AdmissionDecisionAdmin,
+        AgentWithPolicyAdmin,
+        ModelPriceAdmin,
+        PolicyAdmin,
+        PolicyCapAdmin,
+        ProjectWithPolicyAdmin,
+        ReservationAdmin,
+        UsageLedgerAdmin,
+    )
+    from apps.policy.models import AdmissionDecision, ModelPrice, Policy, PolicyCap, Reservation, UsageLedger
+    from apps.telemetry.admin import (
+        BenchmarkAdmin,
+        BenchmarkDailyAdmin,
+        PromptAttemptAdmin,
+        PromptAttemptHourlyAdmin,
+        RunAdmin,
+        RunEventAdmin,
+    )
+    from apps.telemetry.models import Run
+    from apps.telemetry.timeseries import Benchmark, BenchmarkDaily, PromptAttempt, PromptAttemptHourly, RunEvent
+
+    site.register(Project, ProjectWithPolicyAdmin)  # apps.keys' ProjectAdmin + policy inlines and switches
+    site.register(Agent, AgentWithPolicyAdmin)  # apps.keys' AgentAdmin + policy inlines and switches
+    site.register(ApiKey, ApiKeyAdmin)
+    site.register(Policy, PolicyAdmin)
+    site.register(PolicyCap, PolicyCapAdmin)
+    site.register(ModelPrice, ModelPriceAdmin)
+    site.register(AdmissionDecision, AdmissionDecisionAdmin)
+    site.register(UsageLedger, UsageLedgerAdmin)
+    site.register(Reservation, ReservationAdmin)
+    site.register(Run, RunAdmin)
+    site.register(PromptAttempt, PromptAttemptAdmin)
+    site.register(RunEvent, RunEventAdmin)
+    site.register(Benchmark, BenchmarkAdmin)
+    site.register(PromptAttemptHourly, PromptAttemptHourlyAdmin)
+    site.register(BenchmarkDaily, BenchmarkDailyAdmin)
+    site.register(HiddenEntry, HiddenEntryAdmin)
+    site.register(AuditEvent, AuditEventAdmin)
