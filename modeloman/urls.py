@@ -15,6 +15,7 @@ from apps.telemetry.apis import (
     RunsApi,
 )
 from modeloman import health
+from modeloman.admin_security import secure_admin_site
 
 handler404 = "modeloman.problems.not_found"
 handler500 = "modeloman.problems.server_error"
@@ -33,6 +34,8 @@ api_v1 = [
     path("benchmarks", BenchmarksApi.as_view(), name="benchmarks"),
     path("export", ExportApi.as_view(), name="export"),
 ]
+
+secure_admin_site(admin.site)
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
