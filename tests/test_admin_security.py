@@ -259,3 +259,12 @@ def test_enrol_prints_the_provisioning_uri_once_and_replace_recovers_a_lost_devi
     assert not TOTPDevice.objects.filter(pk=device.pk).exists()
     assert TOTPDevice.objects.filter(user__username="operator").count() == 1
     assert AuditEvent.objects.get(action="admin_otp.replace").reason == "lost phone"
+
+
+@pytest.mark.django_db
+def test_every_admin_request_renews_the_idle_expiry(settings, client):
+    assert settings.SESSION_COOKIE_AGE == 30 * 60 and settings.SESSION_SAVE_EVERY_REQUEST
+    client.force_login(User.objects.create_superuser("operator", "op@example.com", PASSWORD))
+    response = client.get(reverse("admin:index"))
+    cookie = response.cookies[settings.SESSION_COOKIE_NAME]
+    assert response.status_code == 200 and cookie["max-age"] == 30 * 60 and cookie["httponly"]
