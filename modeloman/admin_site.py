@@ -14,7 +14,16 @@ from django.contrib.admin.apps import AdminConfig
 
 
 class ModeloManAdminSite(admin.AdminSite):
-    pass
+    """Password and TOTP code in one login form (modeloman.admin_security); TOTP devices are never
+    registered here: they are enrolled only by the audited `enrol_otp_device` command."""
+
+    login_template = "admin/otp_login.html"
+
+    def __init__(self, name: str = "admin") -> None:
+        super().__init__(name)
+        from modeloman.admin_security import AdminLoginForm
+
+        self.login_form = AdminLoginForm
 
 
 class ModeloManAdminConfig(AdminConfig):
@@ -26,6 +35,8 @@ class ModeloManAdminConfig(AdminConfig):
 
 
 def register_models(site: admin.AdminSite) -> None:
+    from django_otp.plugins.otp_totp.models import TOTPDevice
+
     from apps.audit.admin import AuditEventAdmin
     from apps.audit.models import AuditEvent
     from apps.keys.admin import ApiKeyAdmin
@@ -36,13 +47,22 @@ def register_models(site: admin.AdminSite) -> None:
         AdmissionDecisionAdmin,
         AgentWithPolicyAdmin,
         ModelPriceAdmin,
+        PendingCapChangeAdmin,
         PolicyAdmin,
         PolicyCapAdmin,
         ProjectWithPolicyAdmin,
         ReservationAdmin,
         UsageLedgerAdmin,
     )
-    from apps.policy.models import AdmissionDecision, ModelPrice, Policy, PolicyCap, Reservation, UsageLedger
+    from apps.policy.models import (
+        AdmissionDecision,
+        ModelPrice,
+        PendingCapChange,
+        Policy,
+        PolicyCap,
+        Reservation,
+        UsageLedger,
+    )
     from apps.telemetry.admin import (
         BenchmarkAdmin,
         BenchmarkDailyAdmin,
@@ -54,11 +74,16 @@ def register_models(site: admin.AdminSite) -> None:
     from apps.telemetry.models import Run
     from apps.telemetry.timeseries import Benchmark, BenchmarkDaily, PromptAttempt, PromptAttemptHourly, RunEvent
 
+    # django-otp's autodiscovered admin would let a staff member add a second factor to any account
+    # from a page; devices are enrolled only by the audited command.
+    if site.is_registered(TOTPDevice):
+        site.unregister(TOTPDevice)
     site.register(Project, ProjectWithPolicyAdmin)  # apps.keys' ProjectAdmin + policy inlines and switches
     site.register(Agent, AgentWithPolicyAdmin)  # apps.keys' AgentAdmin + policy inlines and switches
     site.register(ApiKey, ApiKeyAdmin)
     site.register(Policy, PolicyAdmin)
     site.register(PolicyCap, PolicyCapAdmin)
+    site.register(PendingCapChange, PendingCapChangeAdmin)
     site.register(ModelPrice, ModelPriceAdmin)
     site.register(AdmissionDecision, AdmissionDecisionAdmin)
     site.register(UsageLedger, UsageLedgerAdmin)

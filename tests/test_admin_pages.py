@@ -1,17 +1,21 @@
 import datetime as dt
 import uuid
+from decimal import Decimal
 
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Group, User
 from django.db import connection
+from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from apps.audit.services import Actor
 from apps.gateway.auth import authenticate_token
 from apps.policy import ledger
 from apps.policy import services as policy_services
+from apps.policy.models import PolicyCap
 from apps.telemetry.admin import BoundedCountPaginator
 from apps.telemetry.models import Benchmark, PromptAttempt, Run, RunEvent
 from apps.telemetry.rollups import rollups_refresh
@@ -55,11 +59,16 @@ def one_of_everything():
     from apps.leaderboard.services import hidden_entry_save
 
     hidden_entry_save(actor=TEST_ACTOR, entry=HiddenEntry(kind="model", name="gpt-hidden", reason="test"))
+    requester = User.objects.create_user("requester", is_staff=True)
+    with override_settings(REQUIRE_SECOND_APPROVAL_ABOVE_USD=Decimal(10)):  # a pending cap change
+        policy_services.cap_propose(actor=Actor.for_user(requester), cap=PolicyCap(
+            subject_type="global", metric="cost_usd", window="day", limit=Decimal(50)))
     return issued
 
 
 def test_every_model_admin_renders_changelist_add_and_change(operator, one_of_everything):
-    for model, model_admin in admin.site._registry.items():
+    reverse("admin:index")  # loads the URLconf
+    for model, model_admin in list(admin.site._registry.items()):
         info = f"admin:{model._meta.app_label}_{model._meta.model_name}"
         changelist = operator.get(reverse(f"{info}_changelist"))
         assert changelist.status_code == 200, info

@@ -8,11 +8,12 @@ Project and Agent pages or on the global policy page. All writes go through serv
 from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import BooleanField, Exists, Model, OuterRef, QuerySet
 from django.db.models.expressions import RawSQL
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import reverse
 
 from apps.audit.services import Actor
 from apps.keys.admin import AgentAdmin, ProjectAdmin
@@ -20,6 +21,7 @@ from apps.keys.models import Agent, Project
 from apps.policy import services
 from apps.policy.models import (
     ModelPrice,
+    PendingCapChange,
     Policy,
     PolicyCap,
     Reservation,
@@ -90,9 +92,36 @@ class _PolicyInline(admin.StackedInline):
     can_delete = False
 
 
+class CapForm(forms.ModelForm):
+    """A cap as an operator edits it: loosening one (a higher limit, disabling it, dry-run, another
+    metric, window or model) needs a reason, which goes into the audit row."""
+
+    reason = forms.CharField(required=False, max_length=2000,
+                             help_text="Why; required to loosen a cap, and kept in the audit trail.")
+
+    class Meta:
+        model = PolicyCap
+        fields = ("metric", "window", "limit", "model", "mode", "enabled")
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if self.instance.pk is not None and not cleaned.get("reason"):  # the instance is unchanged until _post_clean
+            changes = {name: cleaned[name] for name in services.CAP_SETTINGS if name in cleaned}
+            loosened = services.cap_loosened_fields(self.instance, changes)
+            if loosened:
+                self.add_error("reason", f"Say why: this loosens the cap ({', '.join(loosened)}).")
+        return cleaned
+
+
+def _pending_message(request: HttpRequest, change: PendingCapChange) -> None:
+    messages.warning(request, f"Cap change #{change.pk} waits for a second staff member's approval "
+                              "(Policy → Pending cap changes); nothing has changed yet.")
+
+
 class _CapInline(admin.TabularInline):
     model = PolicyCap
-    fields = ("metric", "window", "limit", "model", "mode", "enabled")
+    form = CapForm
+    fields = ("metric", "window", "limit", "model", "mode", "enabled", "reason")
     extra = 0
 
 
@@ -120,13 +149,17 @@ class PolicyFormsets:
             return super().save_formset(request, form, formset, change)
         actor = _actor(request)
         parent = _subject(form.instance)
+        reasons = {id(f.instance): f.cleaned_data.get("reason", "") for f in formset.forms
+                   if getattr(f, "cleaned_data", None)}
         for obj in formset.save(commit=False):
             if isinstance(obj, Policy):
                 changes = {name: getattr(obj, name) for name in POLICY_EDITABLE}
                 services.policy_set(actor=actor, **parent, **changes)
             else:
                 obj.subject_type = parent["subject_type"]
-                services.cap_save(actor=actor, cap=obj)
+                result = services.cap_propose(actor=actor, cap=obj, reason=reasons.get(id(obj), ""))
+                if isinstance(result, PendingCapChange):
+                    _pending_message(request, result)
         for obj in formset.deleted_objects:
             services.cap_delete(actor=actor, cap=obj)
         formset.save_m2m()
@@ -177,13 +210,19 @@ class CapChangeList(ChangeList):
             cap.current_ledger = usage.get(cap.pk)
 
 
+class CapAdminForm(CapForm):
+    class Meta(CapForm.Meta):
+        fields = ("subject_type", "project", "agent", *CapForm.Meta.fields)
+
+
 class PolicyCapAdmin(admin.ModelAdmin):
+    form = CapAdminForm
     list_display = ("id", "subject_label", "metric", "window", "limit", "model", "mode", "enabled", "usage",
                     "created_by")
     list_filter = ("subject_type", "metric", "window", "mode", "enabled")
     list_select_related = ("project", "agent__project", "created_by_key__agent__project", "created_by_user")
     fields = ("subject_type", "project", "agent", "metric", "window", "limit", "model", "mode", "enabled",
-              "created_by")
+              "reason", "created_by")
     readonly_fields = ("created_by",)
 
     def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
@@ -210,7 +249,30 @@ class PolicyCapAdmin(admin.ModelAdmin):
         return "-"
 
     def save_model(self, request: HttpRequest, obj: PolicyCap, form: forms.Form, change: bool) -> None:
-        services.cap_save(actor=_actor(request), cap=obj)
+        result = services.cap_propose(actor=_actor(request), cap=obj, reason=form.cleaned_data.get("reason", ""))
+        if isinstance(result, PendingCapChange):
+            obj.pending_change = result  # nothing was saved: log and answer below say so instead
+
+    def log_addition(self, request: HttpRequest, obj: PolicyCap, message: object) -> object:
+        return None if hasattr(obj, "pending_change") else super().log_addition(request, obj, message)
+
+    def log_change(self, request: HttpRequest, obj: PolicyCap, message: object) -> object:
+        return None if hasattr(obj, "pending_change") else super().log_change(request, obj, message)
+
+    def response_add(self, request: HttpRequest, obj: PolicyCap, post_url_continue: str | None = None) -> HttpResponse:
+        if hasattr(obj, "pending_change"):
+            return self._pending_response(request, obj.pending_change)
+        return super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request: HttpRequest, obj: PolicyCap) -> HttpResponse:
+        if hasattr(obj, "pending_change"):
+            return self._pending_response(request, obj.pending_change)
+        return super().response_change(request, obj)
+
+    def _pending_response(self, request: HttpRequest, change: PendingCapChange) -> HttpResponse:
+        _pending_message(request, change)
+        return HttpResponseRedirect(reverse(f"{self.admin_site.name}:policy_pendingcapchange_change",
+                                            args=[change.pk]))
 
     def delete_model(self, request: HttpRequest, obj: PolicyCap) -> None:
         services.cap_delete(actor=_actor(request), cap=obj)
@@ -218,6 +280,59 @@ class PolicyCapAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[PolicyCap]) -> None:
         for cap in queryset:
             services.cap_delete(actor=_actor(request), cap=cap)
+
+
+class PendingCapChangeAdmin(ConfirmedActionsMixin, admin.ModelAdmin):
+    """Cost caps waiting for a second staff member (REQUIRE_SECOND_APPROVAL_ABOVE_USD): approve or
+    reject them with the actions; the one who asked cannot approve."""
+
+    list_display = ("id", "requested_at", "requested_by", "target", "proposed_limit", "current_limit", "reason",
+                    "state", "decided_by")
+    list_filter = ("state",)
+    list_select_related = ("requested_by", "decided_by", "cap")
+    readonly_fields = ("cap", "creates", "proposed", "reason", "requested_by", "requested_at", "state", "decided_by",
+                       "decided_at", "decision_reason")
+    actions = ["approve", "reject"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # asked for by saving a cap
+
+    def has_change_permission(self, request: HttpRequest, obj: PendingCapChange | None = None) -> bool:
+        return obj is None and super().has_change_permission(request)  # decided by the actions only
+
+    def has_delete_permission(self, request: HttpRequest, obj: PendingCapChange | None = None) -> bool:
+        return False  # reject instead: the decision stays on record
+
+    @admin.display(description="cap")
+    def target(self, change: PendingCapChange) -> str:
+        return "new cap" if change.creates and change.cap_id is None else f"cap#{change.cap_id}"
+
+    @admin.display(description="proposed")
+    def proposed_limit(self, change: PendingCapChange) -> str:
+        p = change.proposed
+        state = "" if p.get("enabled") and p.get("mode") == PolicyCap.Mode.ENFORCE else " (not enforced)"
+        return f"{p.get('limit')} USD/{p.get('window')}{state}"
+
+    @admin.display(description="now")
+    def current_limit(self, change: PendingCapChange) -> str:
+        return "-" if change.cap is None else f"{change.cap.limit:g} USD/{change.cap.window}"
+
+    def _decide(self, request: HttpRequest, queryset: QuerySet, *, action: str, title: str, intro: str,
+                service) -> HttpResponse | None:
+        return self.confirm_action(
+            request, queryset, action=action, title=title, intro=intro,
+            apply=lambda change, data: service(actor=_actor(request), change_id=change.pk, reason=data["reason"]))
+
+    @admin.action(description="Approve selected cap changes…", permissions=["change"])
+    def approve(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._decide(request, queryset, action="approve", title="Approve cap changes",
+                            intro="The proposed caps take effect at once. You cannot approve your own request.",
+                            service=services.pending_cap_change_approve)
+
+    @admin.action(description="Reject selected cap changes…", permissions=["change"])
+    def reject(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        return self._decide(request, queryset, action="reject", title="Reject cap changes",
+                            intro="The caps stay as they are.", service=services.pending_cap_change_reject)
 
 
 class ModelPriceAdmin(admin.ModelAdmin):

@@ -191,6 +191,47 @@ class PolicyCap(SubjectMixin):
         return f"A subject has at most {settings.MAX_CAPS_PER_SUBJECT} caps; {self.subject_label} has that many."
 
 
+class PendingCapChange(models.Model):
+    """A cost cap created or loosened past REQUIRE_SECOND_APPROVAL_ABOVE_USD in the admin: it waits
+    here, without effect, until a second staff member approves it (which applies `proposed` to the
+    cap through the audited `cap_save`) or someone rejects it. The requester can never approve it;
+    a CHECK constraint backs the service's refusal."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+
+    # The cap to change; None for a new cap until it is approved (or if the cap was deleted since).
+    cap = models.ForeignKey(PolicyCap, on_delete=models.SET_NULL, null=True, blank=True,
+                            related_name="pending_changes")
+    creates = models.BooleanField(default=False)
+    proposed = models.JSONField(help_text="The cap's fields as proposed (ids for project and agent).")
+    reason = models.TextField(blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    requested_at = models.DateTimeField(default=timezone.now)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
+                                   related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        constraints = [
+            # The requester may withdraw (reject) their own change, never approve it.
+            models.CheckConstraint(condition=~Q(state="approved") | ~Q(decided_by=F("requested_by")),
+                                   name="pendingcapchange_two_people"),
+            models.CheckConstraint(condition=Q(state="pending", decided_by__isnull=True)
+                                   | (~Q(state="pending") & Q(decided_by__isnull=False)),
+                                   name="pendingcapchange_decided_by_someone"),
+        ]
+
+    def __str__(self) -> str:
+        target = "new cap" if self.creates and self.cap_id is None else f"cap#{self.cap_id}"
+        return f"change #{self.pk} to {target}: {self.proposed.get('limit')} USD ({self.state})"
+
+
 class ModelPrice(models.Model):
     model = models.CharField(max_length=128, validators=[MODEL_NAME_VALIDATOR])
     input_usd_per_mtok = models.DecimalField(

@@ -5,14 +5,18 @@ are in apps.policy.ledger.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record, snapshot
 from apps.gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
 from apps.keys.models import Agent
 from apps.policy.models import (
     ModelPrice,
+    PendingCapChange,
     Policy,
     PolicyCap,
     SubjectType,
@@ -79,7 +83,7 @@ _CAP_WINDOWS = "SELECT id FROM policy_usageledger WHERE cap_id = %s ORDER BY win
 
 
 @transaction.atomic
-def cap_save(*, actor: Actor, cap: PolicyCap) -> PolicyCap:
+def cap_save(*, actor: Actor, cap: PolicyCap, reason: str = "") -> PolicyCap:
     """Create or change a cap, with an operator's authority (agents go through
     `cap_upsert_for_agent`). A new limit applies to the current window at once; lowering it
     below what is already used blocks further admissions instead of breaking the ledger."""
@@ -103,19 +107,111 @@ def cap_save(*, actor: Actor, cap: PolicyCap) -> PolicyCap:
             cursor.execute("UPDATE policy_usageledger SET limit_snapshot = GREATEST(%s, used + reserved) "
                            "WHERE cap_id = %s", [cap.limit, cap.pk])
     audit_record(actor=actor, action="cap.create" if adding else "cap.update", target=cap,
-                 before=before, after=snapshot(cap, CAP_FIELDS))
+                 before=before, after=snapshot(cap, CAP_FIELDS), reason=reason)
     broadcast("policy")
     return cap
 
 
 @transaction.atomic
-def cap_delete(*, actor: Actor, cap: PolicyCap) -> None:
+def cap_delete(*, actor: Actor, cap: PolicyCap, reason: str = "") -> None:
     before = snapshot(cap, CAP_FIELDS)
-    audit_record(actor=actor, action="cap.delete", target=cap, before=before)
+    audit_record(actor=actor, action="cap.delete", target=cap, before=before, reason=reason)
     with connection.cursor() as cursor:  # its ledger rows go with it: lock them in the one order first
         cursor.execute(_CAP_WINDOWS, [cap.pk])
     cap.delete()
     broadcast("policy")
+
+
+# --- the two-person rule (REQUIRE_SECOND_APPROVAL_ABOVE_USD) -------------------------------------
+#
+# An operator's cost cap above the threshold, created or loosened, waits for a second staff member.
+# A cap that is disabled or in dry-run limits nothing, so turning one off counts as lifting it.
+
+
+def _effective_usd(values: dict) -> Decimal | None:
+    """What a cap's values let through in USD (None: no USD limit at all)."""
+    enforced = values["enabled"] and values["mode"] == PolicyCap.Mode.ENFORCE
+    if values["metric"] != PolicyCap.Metric.COST_USD or not enforced:
+        return None
+    return Decimal(values["limit"])
+
+
+def cap_needs_second_approval(*, cap: PolicyCap, before: dict | None) -> bool:
+    """Whether saving `cap` (from `before`, None for a new cap) needs a second staff member."""
+    threshold = settings.REQUIRE_SECOND_APPROVAL_ABOVE_USD
+    if threshold is None or cap.metric != PolicyCap.Metric.COST_USD:
+        return False
+    if before is None:
+        return cap.limit > threshold
+    new = _effective_usd(snapshot(cap, CAP_FIELDS))
+    old = _effective_usd(before)
+    if old is None:
+        return False  # it limited no USD before: nothing is loosened
+    return new is None or (new > old and new > threshold)
+
+
+@transaction.atomic
+def cap_propose(*, actor: Actor, cap: PolicyCap, reason: str = "") -> PolicyCap | PendingCapChange:
+    """An operator's cap change: saved at once, or, when the two-person rule covers it, filed as a
+    PendingCapChange (and audited) without touching the cap. The caller must not save `cap`."""
+    before = None if cap._state.adding else snapshot(PolicyCap.objects.get(pk=cap.pk), CAP_FIELDS)
+    if actor.user_id is None or not cap_needs_second_approval(cap=cap, before=before):
+        return cap_save(actor=actor, cap=cap, reason=reason)
+    cap.full_clean()  # refuse a bad value now, not when the second person approves it
+    change = PendingCapChange.objects.create(cap=None if before is None else cap, creates=before is None,
+                                             proposed=snapshot(cap, CAP_FIELDS), reason=reason,
+                                             requested_by_id=actor.user_id)
+    audit_record(actor=actor, action="cap_change.request", target=change, before=before, after=change.proposed,
+                 reason=reason)
+    return change
+
+
+def _decide(*, actor: Actor, change_id: int, state: str, reason: str) -> PendingCapChange:
+    change = PendingCapChange.objects.select_for_update().select_related("requested_by").filter(pk=change_id).first()
+    if change is None:
+        raise NotFound("No such cap change.", code="cap_change_not_found")
+    if change.state != PendingCapChange.State.PENDING:
+        raise Conflict(f"Cap change #{change.pk} is already {change.state}.", code="cap_change_not_pending")
+    if actor.user_id is None:
+        raise Forbidden("Only a staff member decides a cap change.", code="cap_change_needs_staff")
+    if state == PendingCapChange.State.APPROVED and actor.user_id == change.requested_by_id:
+        raise Forbidden("A second staff member must approve this change, not the one who asked for it.",
+                        code="second_approver_required")
+    change.state, change.decided_by_id, change.decided_at = state, actor.user_id, timezone.now()
+    change.decision_reason = reason
+    return change
+
+
+@transaction.atomic
+def pending_cap_change_approve(*, actor: Actor, change_id: int, reason: str = "") -> PolicyCap:
+    """Apply a pending cap change, as approved by `actor` (never its requester). The cap's own audit
+    row names the approver and the requester; a second row records the decision."""
+    change = _decide(actor=actor, change_id=change_id, state=PendingCapChange.State.APPROVED, reason=reason)
+    if change.creates:
+        cap = PolicyCap()
+    elif change.cap_id is None:
+        raise Conflict("The cap was deleted after this change was asked for.", code="cap_not_found")
+    else:
+        cap = PolicyCap.objects.get(pk=change.cap_id)
+    for name, value in change.proposed.items():
+        setattr(cap, PolicyCap._meta.get_field(name).attname, value)
+    requester = change.requested_by.get_username()
+    cap_save(actor=actor, cap=cap, reason=f"change #{change.pk} asked for by {requester}: {change.reason}")
+    change.cap = cap
+    change.save(update_fields=["cap", "state", "decided_by", "decided_at", "decision_reason"])
+    audit_record(actor=actor, action="cap_change.approve", target=change, before={"state": "pending"},
+                 after={"state": change.state, "cap": cap.pk}, reason=reason)
+    return cap
+
+
+@transaction.atomic
+def pending_cap_change_reject(*, actor: Actor, change_id: int, reason: str = "") -> PendingCapChange:
+    """Drop a pending cap change (its requester may withdraw it too); the cap stays as it is."""
+    change = _decide(actor=actor, change_id=change_id, state=PendingCapChange.State.REJECTED, reason=reason)
+    change.save(update_fields=["state", "decided_by", "decided_at", "decision_reason"])
+    audit_record(actor=actor, action="cap_change.reject", target=change, before={"state": "pending"},
+                 after={"state": change.state}, reason=reason)
+    return change
 
 
 # --- what an agent's own key may change -----------------------------------------------------------
@@ -189,7 +285,7 @@ def policy_set_for_agent(*, principal, subject: str, reason: str = "", **changes
 CAP_SETTINGS = ("metric", "window", "limit", "model", "mode", "enabled")
 
 
-def _loosened_cap_fields(cap: PolicyCap, changes: dict) -> list[str]:
+def cap_loosened_fields(cap: PolicyCap, changes: dict) -> list[str]:
     """What a change would loosen. A lower limit, enabling and enforcing are stricter; any other
     change (a higher limit, disabling, dry-run, another metric, window or model) may let more
     through — another window even starts a fresh ledger row — so it counts as loosening."""
@@ -233,7 +329,7 @@ def cap_upsert_for_agent(*, principal, cap_id: int | None = None, subject: str |
         if subject is not None:
             raise InvalidInput("A cap's subject cannot change; add a new cap instead.", code="invalid_subject")
         cap = _visible_cap(agent, cap_id)
-        loosened = [] if _created_by(agent, cap) else _loosened_cap_fields(cap, fields)
+        loosened = [] if _created_by(agent, cap) else cap_loosened_fields(cap, fields)
         if loosened:
             raise Forbidden(f"Only an operator or the agent that created this cap can change {', '.join(loosened)}.",
                             code="cap_loosening_requires_owner", fields=loosened)

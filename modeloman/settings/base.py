@@ -1,7 +1,9 @@
 """Settings shared by every environment. Configuration comes only from the environment."""
 
+import datetime as dt
 import ipaddress
 import sys
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import environ
@@ -35,7 +37,10 @@ for _address in FORWARDED_ALLOW_IPS:
         except ValueError:
             raise ImproperlyConfigured(f"FORWARDED_ALLOW_IPS: {_address!r} is not an IP address or *.") from None
 
-ADMIN_URL = env.str("ADMIN_URL", default="admin/")
+# The admin is served at this path only (no /admin/ fallback): choose an unguessable one in production.
+ADMIN_URL = env.str("ADMIN_URL", default="admin/").strip("/") + "/"
+if ADMIN_URL == "/":
+    raise ImproperlyConfigured("ADMIN_URL must be a path such as ops-7f3k9/, not empty.")
 HTTP_ADDR = env.str("HTTP_ADDR", default="127.0.0.1:8080")
 POLICY_TIMEZONE = env.str("POLICY_TIMEZONE", default="UTC")
 # gRPC (manage.py grpcserve; apps/gateway/grpc/server.py). Loopback unless told otherwise; calls
@@ -97,6 +102,9 @@ INSTALLED_APPS = [
     "django.contrib.postgres",
     "rest_framework",
     "drf_spectacular",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
     "apps.audit",
     "apps.gateway",
     "apps.keys",
@@ -114,9 +122,45 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    # Staff without a verified second factor are anonymous on admin pages (ADMIN_REQUIRE_OTP).
+    "modeloman.admin_security.AdminOTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a lockout into its 429 response.
+    "axes.middleware.AxesMiddleware",
 ]
+
+# --- the operator door (docs/runbooks.md, "Operator access") ---------------------------------------
+# Staff log in with a TOTP code as well as the password (django-otp); production defaults to it.
+ADMIN_REQUIRE_OTP = env.bool("ADMIN_REQUIRE_OTP", default=False)
+OTP_TOTP_ISSUER = "ModeloMan"  # the name authenticator apps show next to the code
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True  # no device secrets on admin pages
+# Login lockout (django-axes): after this many failures the username is locked from every address and
+# the address for every username, until ADMIN_LOCKOUT_MINUTES pass without a further failure. Counted in
+# the shared cache (Redis), so every worker sees the same count.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_HANDLER = "axes.handlers.cache.AxesCacheHandler"
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = dt.timedelta(minutes=env.int("ADMIN_LOCKOUT_MINUTES", default=30))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_CLIENT_IP_CALLABLE = "modeloman.admin_security.login_client_ip"  # the project's one client-address rule
+AXES_VERBOSE = False  # no banner on every manage.py command; lockouts are still logged
+AXES_ENABLE_ADMIN = False  # the cache handler keeps no rows to show; lockouts are in the audit trail
+if AXES_FAILURE_LIMIT < 1 or AXES_COOLOFF_TIME <= dt.timedelta(0):
+    raise ImproperlyConfigured("ADMIN_LOGIN_FAILURE_LIMIT and ADMIN_LOCKOUT_MINUTES must be at least 1.")
+# Admin sessions end after this many minutes without a request (the expiry is renewed on each one).
+SESSION_COOKIE_AGE = 60 * env.int("ADMIN_SESSION_IDLE_MINUTES", default=30)
+SESSION_SAVE_EVERY_REQUEST = True
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True  # the admin sends the token in its forms; no script needs the cookie
+# Two-person rule: a cost cap created or raised above this many USD in the admin (or disabled, or set
+# to dry-run, while above it) waits for a second staff member's approval. Unset: off.
+try:
+    REQUIRE_SECOND_APPROVAL_ABOVE_USD = (Decimal(env.str("REQUIRE_SECOND_APPROVAL_ABOVE_USD"))
+                                         if env.str("REQUIRE_SECOND_APPROVAL_ABOVE_USD", default="") else None)
+except InvalidOperation:
+    raise ImproperlyConfigured("REQUIRE_SECOND_APPROVAL_ABOVE_USD must be a number of USD.") from None
 
 ROOT_URLCONF = "modeloman.urls"
 WSGI_APPLICATION = "modeloman.wsgi.application"
@@ -172,6 +216,8 @@ if REDIS_URL:
 else:
     # A single-process development server without Redis still works; production requires it.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    # Login failures are then counted per process, which is right for that one process.
+    SILENCED_SYSTEM_CHECKS = ["axes.W001"]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
