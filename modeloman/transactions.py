@@ -6,6 +6,10 @@ locks rows of other tables in another order, a future change): PostgreSQL aborts
 transactions with a deadlock or serialization failure, and the whole transaction is run again
 a bounded number of times. If it still fails the caller gets a 503 problem with a stable code
 and a Retry-After, never a 500.
+
+One more conflict is run again the same way: a writer that opened a cap's new window (its ledger
+row's foreign key is checked at commit) while an operator deleted that cap. The run after it no
+longer sees the cap — its deletion invalidated the policy cache — and admits or records without it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from django.db import OperationalError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 
 from apps.gateway.errors import Unavailable
 
@@ -33,8 +37,18 @@ class ServiceBusy(Unavailable):
     headers = {"Retry-After": "1"}
 
 
+FOREIGN_KEY_VIOLATION = "23503"
+LEDGER_TABLE = "policy_usageledger"
+
+
 def is_retryable(error: BaseException) -> bool:
-    return getattr(error.__cause__, "sqlstate", None) in RETRYABLE_SQLSTATES
+    cause = error.__cause__
+    sqlstate = getattr(cause, "sqlstate", None)
+    if sqlstate in RETRYABLE_SQLSTATES:
+        return True
+    # The ledger row of a cap deleted meanwhile: nothing else in a ledger write can break that key.
+    table = getattr(getattr(cause, "diag", None), "table_name", None)
+    return sqlstate == FOREIGN_KEY_VIOLATION and table == LEDGER_TABLE
 
 
 def atomic_with_retry(work: Callable[[], T], *, attempts: int = MAX_ATTEMPTS) -> T:
@@ -49,7 +63,7 @@ def atomic_with_retry(work: Callable[[], T], *, attempts: int = MAX_ATTEMPTS) ->
         try:
             with transaction.atomic():
                 return work()
-        except OperationalError as error:
+        except (OperationalError, IntegrityError) as error:
             if not is_retryable(error):
                 raise
             if attempt == attempts:

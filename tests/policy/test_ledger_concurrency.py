@@ -227,3 +227,40 @@ def test_a_deadlock_that_still_happens_is_retried_and_otherwise_is_a_503(token):
     assert isinstance(busy[0].__cause__, OperationalError)
     response = problem_exception_handler(busy[0], {})  # what the agent would get
     assert (response.status_code, response.data["code"], response["Retry-After"]) == (503, "database_busy", "1")
+
+
+def test_an_admission_that_opens_the_window_of_a_cap_deleted_meanwhile_is_run_again_not_a_500(token):
+    """The first admission in a window inserts the window's ledger row; its foreign key to the cap
+    is checked at commit. If an operator deletes the cap in between, the commit fails — that run
+    is repeated (the cap is gone by then) instead of reaching the agent as a 500."""
+    from apps.audit.services import Actor
+    from apps.policy import services
+    from apps.policy.models import PolicyCap
+
+    cap = make_cap(limit="1000", window="day")
+    opened, deleted = threading.Event(), threading.Event()
+    runs = []
+
+    def admission_that_waits_for_the_delete():
+        def work():
+            runs.append(admit(token, "model-a"))
+            if len(runs) == 1:  # the first run has inserted the window row: now the cap goes
+                opened.set()
+                assert deleted.wait(10)
+            return runs[-1]
+        return atomic_with_retry(work)
+
+    def delete_the_cap():
+        assert opened.wait(10)
+        services.cap_delete(actor=Actor.system("test"), cap=PolicyCap.objects.get(pk=cap.pk), reason="test")
+        deleted.set()
+        return "deleted"
+
+    admitted, outcome = at_once(admission_that_waits_for_the_delete, delete_the_cap)
+    assert outcome == "deleted"
+    assert isinstance(admitted, str), admitted  # admitted (the helper asserts it), not an IntegrityError
+    assert len(runs) >= 2  # the first run's commit failed and the admission ran again
+    assert not PolicyCap.objects.filter(pk=cap.pk).exists()
+    assert not UsageLedger.objects.filter(cap_id=cap.pk).exists()
+    # The failed run's reservation went with its transaction; without the cap, nothing is held.
+    assert not Reservation.objects.exists()
