@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 HTTP_ADDR ?= 127.0.0.1:8080
+GRPC_ADDR ?= 127.0.0.1:50051
 
 .PHONY: run test lint bench superuser stop-db protos
 
@@ -24,13 +25,17 @@ run: $(VENV)/.runtime
 	@# An empty database gets demo data for the public leaderboard (it says so; seed_demo --clear removes it).
 	$(PY) manage.py seed_demo --if-empty
 	@echo ""
-	@echo "ModeloMan is starting on http://$(HTTP_ADDR)/"
+	@echo "ModeloMan is starting on http://$(HTTP_ADDR)/ (REST, pages, admin) and $(GRPC_ADDR) (gRPC)"
 	@echo "  leaderboard:     http://$(HTTP_ADDR)/"
+	@echo "  agent gRPC:      $(GRPC_ADDR)   (modeloman.v1.ControlPlane, protos/modeloman/v1/control_plane.proto)"
 	@echo "  operator admin:  http://$(HTTP_ADDR)/$${ADMIN_URL:-admin/}"
 	@echo "  operator login:  make superuser   (in another terminal)"
 	@echo "  agent key:       $(PY) manage.py create_agent_key --project demo --agent a1 --scopes tasks:write --create"
 	@echo ""
-	exec $(VENV)/bin/gunicorn modeloman.wsgi:application -c deploy/gunicorn.conf.py --bind $(HTTP_ADDR)
+	@# Both servers in one process group: Ctrl-C (or either one exiting) stops the other too.
+	GRPC_ADDR=$(GRPC_ADDR) $(PY) manage.py grpcserve & grpc=$$!; \
+	trap 'kill -TERM $$grpc 2>/dev/null; wait $$grpc' EXIT INT TERM; \
+	$(VENV)/bin/gunicorn modeloman.wsgi:application -c deploy/gunicorn.conf.py --bind $(HTTP_ADDR)
 
 ## Run the test suite (real PostgreSQL: DATABASE_URL, else the embedded server).
 test: $(VENV)/.dev tests/e2e/node_modules/.installed

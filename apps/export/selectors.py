@@ -42,10 +42,16 @@ def _array(rows: Iterable[dict]) -> Iterator[str]:
     yield "]"
 
 
-def export_stream() -> Iterator[str]:
-    """The export as a stream of JSON text: one object, one array per section, rows fetched in chunks."""
-    yield '{"exported_at":' + json.dumps(timezone.now().isoformat())
+def export_sections() -> Iterator[tuple[str, Iterator[dict]]]:
+    """Each section's name and its rows (dicts of the exported fields), fetched in chunks, in order."""
     for name, (queryset, fields) in EXPORT_SECTIONS.items():
+        yield name, queryset.values(*fields).iterator(chunk_size=2000)
+
+
+def export_stream() -> Iterator[str]:
+    """The export as a stream of JSON text: one object, one array per section (REST)."""
+    yield '{"exported_at":' + json.dumps(timezone.now().isoformat())
+    for name, rows in export_sections():
         yield f',"{name}":'
-        yield from _array(queryset.values(*fields).iterator(chunk_size=2000))
+        yield from _array(rows)
     yield "}"

@@ -11,7 +11,6 @@ from rest_framework import serializers
 from rest_framework.request import Request
 
 from apps.gateway.access import Op
-from apps.gateway.errors import InvalidInput
 from apps.gateway.rest.views import GatewayApi
 from apps.leaderboard import selectors
 from apps.leaderboard.caching import Built, cached_response
@@ -68,18 +67,11 @@ class LeaderboardApi(GatewayApi):
         auth=[],
     )
     def get(self, request: Request) -> HttpResponse:
-        window = request.query_params.get("window", selectors.DEFAULT_WINDOW)
-        kind = request.query_params.get("kind", "models")
-        if window not in selectors.WINDOWS:
-            raise InvalidInput(f"window must be one of {', '.join(selectors.WINDOWS)}.", code="invalid_window")
-        if kind not in selectors.KINDS:
-            raise InvalidInput(f"kind must be one of {', '.join(selectors.KINDS)}.", code="invalid_kind")
+        kind, window = selectors.public_board_params(kind=request.query_params.get("kind", ""),
+                                                     window=request.query_params.get("window", ""))
 
         def build() -> Built:
-            board = selectors.board(kind=kind, window_key=window)
-            body = {"kind": kind, "window": window, "generated_at": board.generated_at,
-                    "min_samples": board.min_samples, "demo": board.demo, "buckets": board.buckets,
-                    "entries": [entry.as_public_dict() for entry in board.entries]}
+            body = selectors.public_board(kind=kind, window=window)
             return 200, json.dumps(body, cls=DjangoJSONEncoder).encode(), "application/json"
 
         return cached_response(request, key=("api", kind, window), build=build)

@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from apps.gateway.errors import InvalidInput
 from apps.leaderboard.stats import Interval, newcombe, wilson
 from apps.telemetry.rollups import LATENCY_COLUMNS, LATENCY_OVERFLOW_COLUMN, floor_to, latency_percentile
 
@@ -299,6 +300,24 @@ def board(*, kind: str, window_key: str, now: dt.datetime | None = None) -> Boar
                                                  prompts=prompts, buckets=buckets), min_samples)
     return Board(kind=kind, window=window, buckets=buckets, entries=entries, min_samples=min_samples,
                  generated_at=now, demo=demo_data_shown())
+
+
+def public_board_params(*, kind: str, window: str) -> tuple[str, str]:
+    """The (kind, window) of a public board request (empty: the defaults), or InvalidInput."""
+    kind, window = kind or "models", window or DEFAULT_WINDOW
+    if window not in WINDOWS:
+        raise InvalidInput(f"window must be one of {', '.join(WINDOWS)}.", code="invalid_window")
+    if kind not in KINDS:
+        raise InvalidInput(f"kind must be one of {', '.join(KINDS)}.", code="invalid_kind")
+    return kind, window
+
+
+def public_board(*, kind: str, window: str) -> dict:
+    """The public JSON of a board (GET /api/v1/leaderboard, GetLeaderboard): nothing private."""
+    board_ = board(kind=kind, window_key=window)
+    return {"kind": kind, "window": window, "generated_at": board_.generated_at, "min_samples": board_.min_samples,
+            "demo": board_.demo, "buckets": board_.buckets,
+            "entries": [entry.as_public_dict() for entry in board_.entries]}
 
 
 def model_detail(*, name: str, window_key: str, now: dt.datetime | None = None) -> Board:

@@ -188,6 +188,25 @@ def decode_items(body: bytes, item_type: type, *, plural: str) -> tuple[list[Any
     return items, True
 
 
+def convert_item(value: dict, item_type: type) -> Any:
+    """One item already decoded by another transport (gRPC: a message as a dict), checked by the
+    same struct as a JSON body: same limits, same errors naming the field."""
+    try:
+        return msgspec.convert(value, item_type)
+    except msgspec.ValidationError as error:
+        raise _invalid(error, batch=False) from None
+
+
+def convert_items(values: list[dict], item_type: type, *, plural: str) -> list[Any]:
+    """A batch from another transport: 1 to 1,000 items, the first bad one named by its index."""
+    if not 1 <= len(values) <= MAX_BATCH:
+        raise InvalidInput(f"`{plural}` must be a list of 1 to {MAX_BATCH} items.", code="invalid_batch")
+    try:
+        return msgspec.convert(values, list[item_type])  # type: ignore[valid-type]  # a runtime type
+    except msgspec.ValidationError as error:
+        raise _invalid(error, batch=True) from None
+
+
 def request_schema(item_type: type, *, plural: str | None = None) -> dict:
     """The OpenAPI (JSON Schema) of a request body, generated from the structs that validate it:
     one item, or with `plural`, also `{"<plural>": [1 to 1,000 items]}`."""

@@ -1,5 +1,10 @@
-"""The guard every ControlPlane call passes: request context, access table, authentication, scope,
-error mapping, database connection hygiene.
+"""The guard every ControlPlane call passes, in this order:
+
+1. call scope: database connection hygiene, request id, client address; failures → status (`_call_scope`)
+2-4. access table, authentication, scope and agent status (`_admit_caller`)
+5. rate limits (their hook: `_guard_unary` / `_guard_stream`)
+6. idempotency for every `write` of the access table (`_once`)
+7. the method itself, which reads the caller with `current_principal()`
 
 grpcio's sync server calls `intercept_service` on its one polling thread, before a worker thread
 takes the call, so anything slow there (a key lookup that misses the cache, a database round trip)
@@ -12,19 +17,26 @@ The servicer reads the authenticated key with `current_principal()`.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from django.core.exceptions import ImproperlyConfigured
 from django.db import close_old_connections
+from google.protobuf import json_format, message_factory
+from google.protobuf.message import Message
 
 from apps.gateway.access import OPERATIONS, AccessClass, Operation, require_access
 from apps.gateway.auth import Principal, authenticate_token
 from apps.gateway.grpc.errors import Failure, failure_for
+from apps.gateway.grpc.gen.modeloman.v1 import control_plane_pb2
+from apps.gateway.idempotency import idempotent
 from apps.gateway.identity import client_address, new_request_id, request_context
 
 logger = logging.getLogger(__name__)
@@ -33,6 +45,8 @@ SERVICE = "modeloman.v1.ControlPlane"
 AUTHORIZATION = "authorization"
 REQUEST_ID = "x-request-id"
 ERROR_CODE = "error-code"
+IDEMPOTENCY_KEY = "idempotency-key"
+REPLAYED = "idempotent-replayed"
 
 _principal_var: ContextVar[Principal | None] = ContextVar("grpc_principal", default=None)
 
@@ -81,44 +95,86 @@ def _bearer_token(metadata: dict[str, str]) -> str:
     return token.strip()
 
 
-def _authorize(operation: Operation, metadata: dict[str, str]) -> Principal | None:
-    """Authentication and the access table; runs in the worker thread."""
+@dataclass
+class Call:
+    """What the guard knows about one call: its metadata, request id, and trailing metadata to send."""
+
+    metadata: dict[str, str]
+    request_id: str
+    trailing: list[tuple[str, str]] = field(default_factory=list)
+
+
+@contextmanager
+def _call_scope(context: grpc.ServicerContext) -> Iterator[Call]:
+    """Step 1, around everything else, as Django's request cycle does around a view: fresh database
+    connection state before and after (the framework's own receivers for that are disconnected:
+    see servicer.py), the request id and client address for audit
+    rows and logs; and on the way out, every failure mapped to a status (never UNKNOWN)."""
+    metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
+    call = Call(metadata, new_request_id(metadata.get(REQUEST_ID)))
+    call.trailing.append((REQUEST_ID, call.request_id))
+    close_old_connections()
+    try:
+        # The client's identity: the peer, or what a trusted proxy forwarded (as REST does).
+        client_ip = client_address(peer_ip(context) or "", metadata.get("x-forwarded-for", ""))
+        with request_context(client_ip=client_ip, request_id=call.request_id):
+            try:
+                yield call
+            except Exception as exc:  # noqa: BLE001  # every failure leaves with a status, never UNKNOWN
+                _abort(context, exc, call.request_id)
+            else:
+                context.set_trailing_metadata(tuple(call.trailing))
+    finally:
+        close_old_connections()
+
+
+def _admit_caller(operation: Operation | None, name: str, call: Call) -> Principal | None:
+    """Steps 2-4: the access table (unlisted methods are denied), authentication (in this worker
+    thread), scope and agent status. None for a public operation."""
+    if operation is None:
+        raise _refuse(grpc.StatusCode.PERMISSION_DENIED, "permission_denied",
+                      f"Operation {name!r} is not in the access table.")
     if operation.access is AccessClass.PUBLIC_READ:
         return None
-    token = _bearer_token(metadata)
-    principal = authenticate_token(token)  # AuthenticationFailed: UNAUTHENTICATED with its code
+    principal = authenticate_token(_bearer_token(call.metadata))  # AuthenticationFailed: UNAUTHENTICATED
     require_access(operation.name, principal)  # MissingScope / Forbidden: PERMISSION_DENIED
     return principal
 
 
 @contextmanager
-def _guarded_call(operation: Operation | None, name: str, context: grpc.ServicerContext) -> Iterator[None]:
-    """Everything around one call, as Django's request cycle does around a view: fresh database
-    connection state before and after (the framework's own signals fire too, but only around the
-    creation of a response stream, not its iteration), the request id and client address for
-    audit rows and logs, then access checks, then errors mapped to statuses."""
-    metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
-    request_id = new_request_id(metadata.get(REQUEST_ID))
-    close_old_connections()
-    principal_token = None
+def _acting_as(principal: Principal | None) -> Iterator[None]:
+    token = _principal_var.set(principal)
     try:
-        # The client's identity: the peer, or what a trusted proxy forwarded (as REST does).
-        client_ip = client_address(peer_ip(context) or "", metadata.get("x-forwarded-for", ""))
-        with request_context(client_ip=client_ip, request_id=request_id):
-            try:
-                if operation is None:  # not in the access table: denied
-                    raise _refuse(grpc.StatusCode.PERMISSION_DENIED, "permission_denied",
-                                  f"Operation {name!r} is not in the access table.")
-                principal_token = _principal_var.set(_authorize(operation, metadata))
-                yield
-            except Exception as exc:  # noqa: BLE001  # every failure leaves with a status, never UNKNOWN
-                _abort(context, exc, request_id)
-            else:
-                context.set_trailing_metadata(((REQUEST_ID, request_id),))
+        yield
     finally:
-        if principal_token is not None:
-            _principal_var.reset(principal_token)
-        close_old_connections()
+        _principal_var.reset(token)
+
+
+def _once(operation: Operation, principal: Principal, call: Call, request: Message,
+          behaviour: Callable[[], Message]) -> Message:
+    """Step 6, for every `write` of the access table: the gateway's idempotency core, with the same
+    records as REST. The fingerprint is the request message serialized deterministically; the
+    stored response is the response message as a canonical dict (JSON field names of the .proto),
+    sanitized like REST's, and a replay parses it back (docs/architecture.md, "Idempotency")."""
+    responses: list[Message] = []
+
+    def run() -> tuple[int, Any]:
+        response = behaviour()
+        responses.append(response)
+        return 200, json_format.MessageToDict(response, preserving_proto_field_name=True)
+
+    outcome = idempotent(principal=principal, key=call.metadata.get(IDEMPOTENCY_KEY), operation=operation.name,
+                         request=b"grpc\n" + request.SerializeToString(deterministic=True), run=run)
+    if not outcome.replayed:
+        return responses[0]
+    call.trailing.append((REPLAYED, "true"))
+    return json_format.ParseDict(outcome.body, _response_class(operation.name)())
+
+
+@functools.cache
+def _response_class(method: str) -> type[Message]:
+    descriptor = control_plane_pb2.DESCRIPTOR.services_by_name["ControlPlane"].methods_by_name[method]
+    return message_factory.GetMessageClass(descriptor.output_type)
 
 
 def _abort(context: grpc.ServicerContext, exc: Exception, request_id: str) -> None:
@@ -143,17 +199,27 @@ Behaviour = Callable[[Any, grpc.ServicerContext], Any]
 
 def _guard_unary(operation: Operation | None, name: str, behaviour: Behaviour) -> Behaviour:
     def guarded(request: Any, context: grpc.ServicerContext) -> Any:
-        with _guarded_call(operation, name, context):
-            return behaviour(request, context)
+        with _call_scope(context) as call:
+            principal = _admit_caller(operation, name, call)
+            # Step 5 (rate limits, per key or per client address) goes here, once the caller is known.
+            with _acting_as(principal):
+                if operation is not None and operation.is_write and principal is not None:
+                    return _once(operation, principal, call, request, lambda: behaviour(request, context))
+                return behaviour(request, context)
         return None  # not reached: a failure aborts the call
 
     return guarded
 
 
 def _guard_stream(operation: Operation | None, name: str, behaviour: Behaviour) -> Behaviour:
+    if operation is not None and operation.is_write:  # a stream's response cannot be stored and replayed
+        raise ImproperlyConfigured(f"{name} is a write: writes are unary, so that idempotency can replay them.")
+
     def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        with _guarded_call(operation, name, context):
-            yield from behaviour(request, context)
+        with _call_scope(context) as call:
+            principal = _admit_caller(operation, name, call)
+            with _acting_as(principal):
+                yield from behaviour(request, context)
 
     return guarded
 

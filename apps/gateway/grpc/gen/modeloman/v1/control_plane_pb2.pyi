@@ -591,3 +591,75 @@ class ExportRecord(_message.Message):
     cap: ExportCap
     run: ExportRun
     def __init__(self, header: _Optional[_Union[ExportHeader, _Mapping]] = ..., project: _Optional[_Union[ExportProject, _Mapping]] = ..., agent: _Optional[_Union[ExportAgent, _Mapping]] = ..., api_key: _Optional[_Union[ExportApiKey, _Mapping]] = ..., policy: _Optional[_Union[ExportPolicy, _Mapping]] = ..., cap: _Optional[_Union[ExportCap, _Mapping]] = ..., run: _Optional[_Union[ExportRun, _Mapping]] = ...) -> None: ...
+
+class GetLeaderboardRequest(_message.Message):
+    __slots__ = ("kind", "window")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    window: str
+    def __init__(self, kind: _Optional[str] = ..., window: _Optional[str] = ...) -> None: ...
+
+class TrendPoint(_message.Message):
+    __slots__ = ("success_rate",)
+    SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
+    success_rate: float
+    def __init__(self, success_rate: _Optional[float] = ...) -> None: ...
+
+class LeaderboardEntry(_message.Message):
+    __slots__ = ("rank", "name", "version", "project", "model", "attempts", "successes", "tasks", "passed", "runs", "mean_score", "success_rate", "success_rate_ci95", "cost_per_success_usd", "cost_partial", "latency_p50_ms", "latency_p95_ms", "trend")
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSES_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    RUNS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_SCORE_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_RATE_CI95_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_SUCCESS_USD_FIELD_NUMBER: _ClassVar[int]
+    COST_PARTIAL_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P50_MS_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_P95_MS_FIELD_NUMBER: _ClassVar[int]
+    TREND_FIELD_NUMBER: _ClassVar[int]
+    rank: int
+    name: str
+    version: str
+    project: str
+    model: str
+    attempts: int
+    successes: int
+    tasks: int
+    passed: int
+    runs: int
+    mean_score: float
+    success_rate: float
+    success_rate_ci95: _containers.RepeatedScalarFieldContainer[float]
+    cost_per_success_usd: str
+    cost_partial: bool
+    latency_p50_ms: int
+    latency_p95_ms: int
+    trend: _containers.RepeatedCompositeFieldContainer[TrendPoint]
+    def __init__(self, rank: _Optional[int] = ..., name: _Optional[str] = ..., version: _Optional[str] = ..., project: _Optional[str] = ..., model: _Optional[str] = ..., attempts: _Optional[int] = ..., successes: _Optional[int] = ..., tasks: _Optional[int] = ..., passed: _Optional[int] = ..., runs: _Optional[int] = ..., mean_score: _Optional[float] = ..., success_rate: _Optional[float] = ..., success_rate_ci95: _Optional[_Iterable[float]] = ..., cost_per_success_usd: _Optional[str] = ..., cost_partial: _Optional[bool] = ..., latency_p50_ms: _Optional[int] = ..., latency_p95_ms: _Optional[int] = ..., trend: _Optional[_Iterable[_Union[TrendPoint, _Mapping]]] = ...) -> None: ...
+
+class Leaderboard(_message.Message):
+    __slots__ = ("kind", "window", "generated_at", "min_samples", "demo", "buckets", "entries")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    GENERATED_AT_FIELD_NUMBER: _ClassVar[int]
+    MIN_SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    DEMO_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    window: str
+    generated_at: _timestamp_pb2.Timestamp
+    min_samples: int
+    demo: bool
+    buckets: _containers.RepeatedCompositeFieldContainer[_timestamp_pb2.Timestamp]
+    entries: _containers.RepeatedCompositeFieldContainer[LeaderboardEntry]
+    def __init__(self, kind: _Optional[str] = ..., window: _Optional[str] = ..., generated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., min_samples: _Optional[int] = ..., demo: _Optional[bool] = ..., buckets: _Optional[_Iterable[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]]] = ..., entries: _Optional[_Iterable[_Union[LeaderboardEntry, _Mapping]]] = ...) -> None: ...

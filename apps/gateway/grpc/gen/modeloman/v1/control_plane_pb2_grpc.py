@@ -109,6 +109,11 @@ class ControlPlaneStub:
                 request_serializer=modeloman_dot_v1_dot_control__plane__pb2.ExportStateRequest.SerializeToString,
                 response_deserializer=modeloman_dot_v1_dot_control__plane__pb2.ExportRecord.FromString,
                 _registered_method=True)
+        self.GetLeaderboard = channel.unary_unary(
+                '/modeloman.v1.ControlPlane/GetLeaderboard',
+                request_serializer=modeloman_dot_v1_dot_control__plane__pb2.GetLeaderboardRequest.SerializeToString,
+                response_deserializer=modeloman_dot_v1_dot_control__plane__pb2.Leaderboard.FromString,
+                _registered_method=True)
 
 
 class ControlPlaneServicer:
@@ -219,6 +224,13 @@ class ControlPlaneServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLeaderboard(self, request, context):
+        """public_read: the public leaderboard, as GET /api/v1/leaderboard (no key needed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ControlPlaneServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -296,6 +308,11 @@ def add_ControlPlaneServicer_to_server(servicer, server):
                     servicer.ExportState,
                     request_deserializer=modeloman_dot_v1_dot_control__plane__pb2.ExportStateRequest.FromString,
                     response_serializer=modeloman_dot_v1_dot_control__plane__pb2.ExportRecord.SerializeToString,
+            ),
+            'GetLeaderboard': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLeaderboard,
+                    request_deserializer=modeloman_dot_v1_dot_control__plane__pb2.GetLeaderboardRequest.FromString,
+                    response_serializer=modeloman_dot_v1_dot_control__plane__pb2.Leaderboard.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -703,6 +720,33 @@ class ControlPlane:
             '/modeloman.v1.ControlPlane/ExportState',
             modeloman_dot_v1_dot_control__plane__pb2.ExportStateRequest.SerializeToString,
             modeloman_dot_v1_dot_control__plane__pb2.ExportRecord.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLeaderboard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/modeloman.v1.ControlPlane/GetLeaderboard',
+            modeloman_dot_v1_dot_control__plane__pb2.GetLeaderboardRequest.SerializeToString,
+            modeloman_dot_v1_dot_control__plane__pb2.Leaderboard.FromString,
             options,
             channel_credentials,
             insecure,
