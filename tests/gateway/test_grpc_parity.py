@@ -6,6 +6,7 @@ same database."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from decimal import Decimal
 
@@ -196,10 +197,25 @@ def story(t) -> list[tuple]:
 
     agent.status = Agent.Status.QUARANTINED
     key_services.agent_save(actor=TEST_ACTOR, agent=agent)
+    _wait_until_quarantine_is_seen(t, token)
     step("quarantined admit", t.call(Op.ADMIT, token, {"model": PRICED, "estimated_input_tokens": 1,
                                                        "estimated_output_tokens": 1}))
     step("quarantined telemetry", t.call(Op.RECORD_PROMPT_ATTEMPTS, token, {"attempts": [attempt()]}))
     return seen
+
+
+def _wait_until_quarantine_is_seen(t, token: str) -> None:
+    """The change reaches the gRPC process through NOTIFY (SPEC §3: within a second); on a loaded
+    machine give it up to five. Probing with a tiny admission of its own model leaves the story's
+    later steps (only the quarantine ones) unchanged, whatever a stale cache answers."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        probe = t.call(Op.ADMIT, token, {"model": "probe-model-nobody-allows", "estimated_input_tokens": 1,
+                                         "estimated_output_tokens": 1})
+        if probe.code == "agent_quarantined":
+            return
+        time.sleep(0.05)
+    raise AssertionError("the quarantine did not reach the server within 5 s")
 
 
 def _exported_run_ids(export) -> list[str]:
