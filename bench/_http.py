@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import shutil
 import signal
 import socket
@@ -74,6 +75,14 @@ class WorkerModel:
         return f"{self.worker_class}:{self.workers}" + (f"x{self.threads}" if self.worker_class == "gthread" else "")
 
 
+def deployed_model() -> WorkerModel:
+    """The worker model deploy/gunicorn.conf.py gives with this environment."""
+    config = runpy.run_path(str(BASE_DIR / "deploy" / "gunicorn.conf.py"))
+    threads = config.get("threads", 1)
+    worker_class = config.get("worker_class", "gthread" if threads > 1 else "sync")
+    return WorkerModel(worker_class, config["workers"], threads)
+
+
 @contextmanager
 def gunicorn_server(*, app: str, model: WorkerModel, env: dict[str, str], chdir: Path = BASE_DIR) -> Iterator[str]:
     """Serve `app` with gunicorn and the deployed config (deploy/gunicorn.conf.py) on a free
@@ -127,15 +136,19 @@ class WrkResult:
 
 def wrk(url: str, *, seconds: float, connections: int, threads: int = 2, method: str = "GET",
         body: Path | None = None, headers: dict[str, str] | None = None, idempotent: bool = False,
-        timeout: str = "10s") -> WrkResult:
-    """Drive `url` from a wrk process for `seconds` with `connections` keep-alive connections
-    (closed loop). With `idempotent`, every request carries its own Idempotency-Key."""
+        timeout: str = "10s", pause_ms: int | None = None) -> WrkResult:
+    """Drive `url` from a wrk process for `seconds` with `connections` connections: a closed loop,
+    or with `pause_ms` each connection pausing between requests (a paced load; wrk's latency is
+    from send to answer, without the pause). With `idempotent`, every request carries its own
+    Idempotency-Key."""
     command = [require_wrk(), "--duration", f"{seconds:g}s", "--connections", str(connections),
                "--threads", str(min(threads, connections)), "--timeout", timeout, "--script", str(WRK_SCRIPT)]
     for name, value in (headers or {}).items():
         command += ["--header", f"{name}: {value}"]
-    # Arguments after `--` go to the script: method, body file, key prefix (unique per wrk run).
+    # Arguments after `--` go to the script: method, body file, key prefix (unique per wrk run), pause.
     command += [url, "--", method, str(body) if body else "-", uuid.uuid4().hex if idempotent else "-"]
+    if pause_ms is not None:
+        command.append(str(pause_ms))
     completed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=seconds + 60)
     lines = [line for line in completed.stdout.splitlines() if line.startswith("BENCH ")]
     if completed.returncode != 0 or not lines:

@@ -45,14 +45,13 @@ if not os.environ.get("DATABASE_URL"):  # as `make run`: the embedded server und
 import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
 import json  # noqa: E402
-import runpy  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from decimal import Decimal  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from _http import BASE_DIR, WorkerModel, WrkResult, database_url, gunicorn_server, require_wrk, wrk  # noqa: E402
+from _http import WorkerModel, WrkResult, database_url, deployed_model, gunicorn_server, require_wrk, wrk  # noqa: E402
 from _setup import throwaway_database  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 from django.utils import timezone  # noqa: E402
@@ -151,13 +150,6 @@ def ingest_in_process(body: bytes, token: str) -> float:
     if rows != expected:
         raise SystemExit(f"in-process ingest: {rows} rows stored, expected {expected}")
     return rows / seconds
-
-
-def deployed_model() -> WorkerModel:
-    config = runpy.run_path(str(BASE_DIR / "deploy" / "gunicorn.conf.py"))
-    threads = config.get("threads", 1)
-    worker_class = config.get("worker_class", "gthread" if threads > 1 else "sync")
-    return WorkerModel(worker_class, config["workers"], threads)
 
 
 def fmt(result_list: list[WrkResult]) -> str:

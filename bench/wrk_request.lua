@@ -1,7 +1,8 @@
--- wrk script for bench/_http.py:  wrk ... --script wrk_request.lua URL -- METHOD BODY_FILE KEY_PREFIX
+-- wrk script for bench/_http.py:  wrk ... --script wrk_request.lua URL -- METHOD BODY_FILE KEY_PREFIX [PAUSE_MS]
 -- BODY_FILE and KEY_PREFIX may be "-" (none). With a KEY_PREFIX every request carries its own
--- Idempotency-Key (prefix-thread-counter), as an agent's distinct writes do. done() prints one
--- line of JSON for the harness.
+-- Idempotency-Key (prefix-thread-counter), as an agent's distinct writes do. With PAUSE_MS each
+-- connection pauses that long between requests (a paced load instead of a closed loop). done()
+-- prints one line of JSON for the harness.
 
 local next_thread = 1
 function setup(thread)
@@ -9,7 +10,7 @@ function setup(thread)
   next_thread = next_thread + 1
 end
 
-local method, body, prefix
+local method, body, prefix, pause
 local sent = 0
 
 function init(args)
@@ -22,6 +23,11 @@ function init(args)
   if args[3] and args[3] ~= "-" then
     prefix = args[3] .. "-" .. thread_id .. "-"
   end
+  pause = tonumber(args[4])
+end
+
+function delay()
+  return pause or 0
 end
 
 function request()
