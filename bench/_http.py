@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import runpy
 import shutil
 import signal
@@ -92,7 +93,10 @@ def gunicorn_server(*, app: str, model: WorkerModel, env: dict[str, str], chdir:
     command = [sys.executable, "-m", "gunicorn", app, "--chdir", str(chdir),
                "--config", str(BASE_DIR / "deploy" / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
                "--worker-class", model.worker_class, "--workers", str(model.workers),
-               "--threads", str(model.threads), "--graceful-timeout", "5"]
+               "--threads", str(model.threads), "--graceful-timeout", "5",
+               # No recycling mid-run: a worker restarted after max_requests drops the keep-alive
+               # connections it holds (wrk sees read errors) and starts with cold caches.
+               "--max-requests", "0"]
     process = subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     base = f"http://127.0.0.1:{port}"
@@ -109,6 +113,12 @@ def gunicorn_server(*, app: str, model: WorkerModel, env: dict[str, str], chdir:
                 raise SystemExit(f"gunicorn did not start ({' '.join(command)}):\n{Path(log.name).read_text()[-3000:]}")
             time.sleep(0.1)
         yield base
+    except BaseException:
+        # The server's side of a failed run (tracebacks, "readyz: cache unreachable", ...), sans 2xx log lines.
+        lines = [line for line in Path(log.name).read_text(errors="replace").splitlines()
+                 if not re.search(r'" 2\d\d ', line)]
+        sys.stderr.write("gunicorn log (without 2xx), last lines:\n" + "\n".join(lines[-40:]) + "\n")
+        raise
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
@@ -127,11 +137,16 @@ class WrkResult:
     seconds: float
     p50_ms: float
     p99_ms: float
-    errors: int  # non-2xx answers, connect/read/write errors and timeouts
+    errors: dict[str, int]  # non-2xx answers ("status"), connect/read/write errors and timeouts
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
 
     @property
     def rate(self) -> float:
-        return self.requests / self.seconds
+        """Answers per second, not counting non-2xx ones."""
+        return (self.requests - self.errors.get("status", 0)) / self.seconds
 
 
 def wrk(url: str, *, seconds: float, connections: int, threads: int = 2, method: str = "GET",
@@ -154,6 +169,6 @@ def wrk(url: str, *, seconds: float, connections: int, threads: int = 2, method:
     if completed.returncode != 0 or not lines:
         raise SystemExit(f"wrk failed ({completed.returncode}):\n{completed.stdout}\n{completed.stderr}")
     figures = json.loads(lines[-1].removeprefix("BENCH "))
-    errors = sum(figures[name] for name in ("status", "connect", "read", "write", "timeout"))
+    errors = {name: figures[name] for name in ("status", "connect", "read", "write", "timeout") if figures[name]}
     return WrkResult(requests=figures["requests"], seconds=figures["duration_us"] / 1e6,
                      p50_ms=figures["p50_us"] / 1000, p99_ms=figures["p99_us"] / 1000, errors=errors)

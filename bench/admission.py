@@ -146,8 +146,8 @@ def over_the_wire(token: str, *, rate: int, seconds: float) -> dict[str, tuple[W
             paced = wrk(base + path, seconds=seconds, connections=paced_connections, headers=auth,
                         pause_ms=pause_ms)
             for result in (closed, paced):
-                if result.errors:
-                    raise SystemExit(f"{name} over HTTP: {result.errors} errors (denied or failed admissions)")
+                if result.error_count:
+                    raise SystemExit(f"{name} over HTTP: errors {result.errors} (status: denied or failed admissions)")
             results[name] = (closed, paced)
     return results
 

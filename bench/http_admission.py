@@ -119,9 +119,14 @@ class Endpoints:
                    headers={**self.auth, "Content-Type": "application/json"})
 
 
-def checked(result: WrkResult, what: str) -> WrkResult:
-    if result.errors or not result.requests:
-        raise SystemExit(f"{what}: {result.errors} errors in {result.requests} requests (non-2xx or socket errors)")
+def checked(result: WrkResult, what: str, *, tolerated: float = 0.0) -> WrkResult:
+    """Fail on any error, or for readiness more than `tolerated` of the answers: an overloaded
+    shared machine can push a check past the cache's 0.5 s timeout (503), which is the server's
+    honest answer, not the harness failing; such answers are not counted in the rate."""
+    if not result.requests or result.error_count > tolerated * result.requests:
+        raise SystemExit(f"{what}: errors {result.errors} in {result.requests} requests (status: non-2xx answers)")
+    if result.errors:
+        print(f"  note: {what}: errors {result.errors} in {result.requests} requests", file=sys.stderr)
     return result
 
 
@@ -172,14 +177,14 @@ def full_run(args, token: str, env: dict[str, str], workdir: Path) -> None:
     with gunicorn_server(app="modeloman.wsgi:application", model=model, env=env) as base:
         endpoints = Endpoints(base, token, workdir)
         # Warm-up: every worker connects, fills its caches and pages in the code paths.
-        endpoints.readyz(args.warmup)
+        endpoints.readyz(args.warmup)  # warm-ups: figures and errors ignored
         endpoints.whoami(args.warmup)
         checked(endpoints.admission(args.warmup), "admission warm-up")
         ingest_over_http(endpoints, args.warmup)
         ingest_in_process(endpoints.batch, token)
         admissions_sent = 0
         for _ in range(args.rounds):  # interleaved: drift on a shared machine hits every figure alike
-            results["readyz"].append(checked(endpoints.readyz(args.seconds), "GET /readyz"))
+            results["readyz"].append(checked(endpoints.readyz(args.seconds), "GET /readyz", tolerated=0.01))
             results["whoami"].append(checked(endpoints.whoami(args.seconds), "GET /api/v1/whoami"))
             admission = checked(endpoints.admission(args.seconds), "POST /api/v1/admissions")
             results["admission"].append(admission)
@@ -222,7 +227,7 @@ def compare(args, token: str, env: dict[str, str], workdir: Path) -> None:
                 endpoints = Endpoints(base, token, workdir)
                 endpoints.readyz(args.warmup)
                 checked(endpoints.admission(args.warmup), "admission warm-up")
-                results[model]["readyz"].append(checked(endpoints.readyz(args.seconds), "GET /readyz"))
+                results[model]["readyz"].append(checked(endpoints.readyz(args.seconds), "GET /readyz", tolerated=0.01))
                 results[model]["admission"].append(checked(endpoints.admission(args.seconds), "admission"))
             print(f"  round {round_number + 1} {model}: readyz {results[model]['readyz'][-1].rate:.0f}/s, "
                   f"admission {results[model]['admission'][-1].rate:.0f}/s", flush=True)
