@@ -25,7 +25,15 @@ def agent_token():
     token = issue_key(agent=agent, scopes=["tasks:write"]).token
     make_cap(limit="1000000")
     make_cap(subject=agent, metric="requests", window="minute", limit="1000000")
+    settle_invalidations()
     return token
+
+
+def settle_invalidations() -> None:
+    """Reconnect this process's listener: a notification committed before its LISTEN never reaches
+    it, so none sent by the set-up can empty the caches between the warm-up and the counted request."""
+    listener.stop()
+    assert listener.wait_until_healthy()
 
 
 def admit_traced(api_client, bearer, token) -> tuple[int, list[str]]:
