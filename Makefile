@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 HTTP_ADDR ?= 127.0.0.1:8080
 GRPC_ADDR ?= 127.0.0.1:50051
 
-.PHONY: run test lint bench superuser stop-db protos
+.PHONY: run test lint bench bench-http superuser stop-db protos
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,12 @@ bench: $(VENV)/.dev
 	$(PY) bench/keys_verify.py
 	$(PY) bench/admission.py --seconds 10 --rate 500
 	$(PY) bench/ingest.py --rows 50000
+	$(MAKE) bench-http
+
+## Over the wire: real gunicorn (production settings) on loopback, driven by wrk (apt-get install wrk).
+## Needs REDIS_URL; DATABASE_URL unset means the embedded server. Its own database, dropped after.
+bench-http: $(VENV)/.dev
+	$(PY) bench/http_admission.py $(BENCH_HTTP_ARGS)
 
 superuser: export DJANGO_SETTINGS_MODULE ?= modeloman.settings.local
 superuser: $(VENV)/.runtime

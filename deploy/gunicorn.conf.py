@@ -2,8 +2,27 @@
 
 import os
 
+# Threaded workers, one process per core, two threads each: chosen by measurement on the 2-core VM
+# (docs/benchmarks.md, "Worker model"; `bench/http_admission.py --compare ...`, production settings,
+# wrk at 8 connections). The machine was shared with other test runs (load 3-10), so these are
+# medians of 12 interleaved rounds of 5 s over three runs; read the ordering, not the rates:
+#
+#   model (workers x threads)   GET /readyz   POST /api/v1/admissions   admission p99 (per run)
+#   sync 2                         394/s          79/s                  141, 194, 185 ms
+#   sync 3                         230/s          81/s                  368, 145, 140 ms
+#   gthread 2 x 2                  644/s          94/s                  195, 223, 224 ms
+#   gthread 2 x 4                  714/s         109/s                  427, 213, 241 ms
+#   gthread 3 x 2 (8 rounds)       583/s          78/s                  326, 182 ms
+#
+# Threads win on throughput because a gthread worker keeps connections alive (sync closes every
+# one, so each request pays a new TCP connection, from Caddy too) and overlaps one request's waits
+# on PostgreSQL (about half an admission today) with another's Python; more processes than cores
+# only add context switches. Four threads gain little over two (within the noise) and have the
+# worse tail in every run: the threads of a process share one GIL. Re-measure after the admission
+# hot path stops waiting on two commits (issue 10): less waiting favours fewer threads still.
+worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "1"))
+threads = int(os.environ.get("WEB_THREADS", "2"))
 timeout = 30
 graceful_timeout = 20
 max_requests = 10000

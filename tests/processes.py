@@ -69,8 +69,9 @@ def gunicorn_server(*, workers: int = 2, env: dict[str, str] | None = None) -> I
     }
     log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "modeloman.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(workers), "--log-level", "warning"],
+        # The deployed worker model (deploy/gunicorn.conf.py: threaded workers), with `workers` processes.
+        [sys.executable, "-m", "gunicorn", "modeloman.wsgi:application", "--config", "deploy/gunicorn.conf.py",
+         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"],
         cwd=BASE_DIR, env=child_env, stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"

@@ -1,0 +1,174 @@
+"""Over-the-wire benchmark helpers: a real gunicorn on a free loopback port, driven by wrk.
+
+The load generator is wrk (C, its own process, Lua for per-request headers), never threads in the
+process under test: there the harness's GIL contention, not the server, would set the tail.
+Debian/Ubuntu: `apt-get install wrk`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import runpy
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+BENCH_DIR = Path(__file__).resolve().parent
+BASE_DIR = BENCH_DIR.parent
+WRK_SCRIPT = BENCH_DIR / "wrk_request.lua"
+
+
+def require_wrk() -> str:
+    """wrk's path, or exit with what to install."""
+    path = shutil.which("wrk")
+    if path is None:
+        raise SystemExit("This benchmark needs wrk, the HTTP load generator (a separate C process): "
+                         "`apt-get update && apt-get install -y wrk` (Debian/Ubuntu) or `brew install wrk`.")
+    return path
+
+
+def database_url(settings_dict: dict) -> str:
+    """A DATABASE_URL for the database a Django connection is using (e.g. a throwaway one)."""
+    s = settings_dict
+    credentials = f"{quote(s['USER'])}:{quote(s['PASSWORD'] or '')}"
+    host, port = s["HOST"] or "127.0.0.1", s["PORT"] or 5432
+    if host.startswith("/"):  # a Unix socket directory
+        return f"postgres://{credentials}@/{s['NAME']}?host={host}&port={port}"
+    return f"postgres://{credentials}@{host}:{port}/{s['NAME']}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class WorkerModel:
+    """gunicorn's worker class and counts, written `sync:2` or `gthread:2x4` (workers x threads)."""
+
+    worker_class: str
+    workers: int
+    threads: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> WorkerModel:
+        worker_class, _, counts = text.partition(":")
+        workers, _, threads = counts.partition("x")
+        if worker_class not in ("sync", "gthread") or not workers.isdigit() or (threads and not threads.isdigit()):
+            raise SystemExit(f"worker model {text!r}: expected sync:N or gthread:NxT")
+        return cls(worker_class, int(workers), int(threads or 1))
+
+    def __str__(self) -> str:
+        return f"{self.worker_class}:{self.workers}" + (f"x{self.threads}" if self.worker_class == "gthread" else "")
+
+
+def deployed_model() -> WorkerModel:
+    """The worker model deploy/gunicorn.conf.py gives with this environment."""
+    config = runpy.run_path(str(BASE_DIR / "deploy" / "gunicorn.conf.py"))
+    threads = config.get("threads", 1)
+    worker_class = config.get("worker_class", "gthread" if threads > 1 else "sync")
+    return WorkerModel(worker_class, config["workers"], threads)
+
+
+@contextmanager
+def gunicorn_server(*, app: str, model: WorkerModel, env: dict[str, str], chdir: Path = BASE_DIR) -> Iterator[str]:
+    """Serve `app` with gunicorn and the deployed config (deploy/gunicorn.conf.py) on a free
+    loopback port; yield the base URL. Always shut down: SIGTERM (graceful), then SIGKILL."""
+    port = free_port()
+    log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
+    command = [sys.executable, "-m", "gunicorn", app, "--chdir", str(chdir),
+               "--config", str(BASE_DIR / "deploy" / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
+               "--worker-class", model.worker_class, "--workers", str(model.workers),
+               "--threads", str(model.threads), "--graceful-timeout", "5",
+               # No recycling mid-run: a worker restarted after max_requests drops the keep-alive
+               # connections it holds (wrk sees read errors) and starts with cold caches.
+               "--max-requests", "0"]
+    process = subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:  # noqa: S310  # loopback
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"gunicorn did not start ({' '.join(command)}):\n{Path(log.name).read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield base
+    except BaseException:
+        # The server's side of a failed run (tracebacks, "readyz: cache unreachable", ...), sans 2xx log lines.
+        lines = [line for line in Path(log.name).read_text(errors="replace").splitlines()
+                 if not re.search(r'" 2\d\d ', line)]
+        sys.stderr.write("gunicorn log (without 2xx), last lines:\n" + "\n".join(lines[-40:]) + "\n")
+        raise
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        log.close()
+        os.unlink(log.name)
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: dict[str, int]  # non-2xx answers ("status"), connect/read/write errors and timeouts
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def rate(self) -> float:
+        """Answers per second, not counting non-2xx ones."""
+        return (self.requests - self.errors.get("status", 0)) / self.seconds
+
+
+def wrk(url: str, *, seconds: float, connections: int, threads: int = 2, method: str = "GET",
+        body: Path | None = None, headers: dict[str, str] | None = None, idempotent: bool = False,
+        timeout: str = "10s", pause_ms: int | None = None) -> WrkResult:
+    """Drive `url` from a wrk process for `seconds` with `connections` connections: a closed loop,
+    or with `pause_ms` each connection pausing between requests (a paced load; wrk's latency is
+    from send to answer, without the pause). With `idempotent`, every request carries its own
+    Idempotency-Key."""
+    command = [require_wrk(), "--duration", f"{seconds:g}s", "--connections", str(connections),
+               "--threads", str(min(threads, connections)), "--timeout", timeout, "--script", str(WRK_SCRIPT)]
+    for name, value in (headers or {}).items():
+        command += ["--header", f"{name}: {value}"]
+    # Arguments after `--` go to the script: method, body file, key prefix (unique per wrk run), pause.
+    command += [url, "--", method, str(body) if body else "-", uuid.uuid4().hex if idempotent else "-"]
+    if pause_ms is not None:
+        command.append(str(pause_ms))
+    completed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=seconds + 60)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("BENCH ")]
+    if completed.returncode != 0 or not lines:
+        raise SystemExit(f"wrk failed ({completed.returncode}):\n{completed.stdout}\n{completed.stderr}")
+    figures = json.loads(lines[-1].removeprefix("BENCH "))
+    errors = {name: figures[name] for name in ("status", "connect", "read", "write", "timeout") if figures[name]}
+    return WrkResult(requests=figures["requests"], seconds=figures["duration_us"] / 1e6,
+                     p50_ms=figures["p50_us"] / 1000, p99_ms=figures["p99_us"] / 1000, errors=errors)

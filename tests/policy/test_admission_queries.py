@@ -1,0 +1,79 @@
+"""Statements and round trips per admission over REST (issue 10; docs/benchmarks.md, "Where an
+admission's time goes"). Transactional tests: the counts are the production ones (BEGIN and COMMIT
+included, no test-case savepoints), and libpq's own trace confirms each is one round trip."""
+
+import tempfile
+
+import pytest
+from django.db import connection
+from psycopg import pq
+
+from modeloman.invalidation import listener
+from tests.factories import AgentFactory, issue_key, make_cap, make_price
+
+pytestmark = pytest.mark.django_db(transaction=True)
+ADMISSIONS = "/api/v1/admissions"
+BODY = {"model": "gpt-test", "estimated_input_tokens": 100, "estimated_output_tokens": 50}
+
+
+@pytest.fixture
+def agent_token():
+    """An agent key with one reserved cost cap and one request cap, as bench/http_admission.py."""
+    assert listener.wait_until_healthy(), "the process caches serve only while the listener is connected"
+    make_price("gpt-test")
+    agent = AgentFactory()
+    token = issue_key(agent=agent, scopes=["tasks:write"]).token
+    make_cap(limit="1000000")
+    make_cap(subject=agent, metric="requests", window="minute", limit="1000000")
+    settle_invalidations()
+    return token
+
+
+def settle_invalidations() -> None:
+    """Reconnect this process's listener: a notification committed before its LISTEN never reaches
+    it, so none sent by the set-up can empty the caches between the warm-up and the counted request."""
+    listener.stop()
+    assert listener.wait_until_healthy()
+
+
+def admit_traced(api_client, bearer, token) -> tuple[int, list[str]]:
+    """One admission; its status and the types of the messages this connection sent (libpq's trace)."""
+    connection.ensure_connection()
+    pgconn = connection.connection.pgconn
+    with tempfile.TemporaryFile("w+") as trace:
+        pgconn.trace(trace.fileno())
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+        try:
+            status = api_client.post(ADMISSIONS, BODY, format="json", **bearer(token)).status_code
+        finally:
+            pgconn.untrace()
+        trace.seek(0)
+        # Frontend messages: "F <length> <type> ..."; Django sends each statement as one simple Query.
+        sent = [line.split("\t")[2] for line in trace.read().splitlines() if line.startswith("F\t")]
+    return status, sent
+
+
+def test_a_warm_admission_is_nine_round_trips_in_two_transactions(api_client, bearer, agent_token,
+                                                                   django_assert_num_queries):
+    assert api_client.post(ADMISSIONS, BODY, format="json", **bearer(agent_token)).status_code == 200  # fills caches
+    with django_assert_num_queries(9) as captured:
+        status, sent = admit_traced(api_client, bearer, agent_token)
+    assert status == 200
+    statements = [query["sql"].split(None, 1)[0].upper() for query in captured.captured_queries]
+    # Claim (its own transaction), then the effect and the stored response (a second one), the
+    # reservation inside a savepoint: three statements that do work, six of transaction control.
+    assert statements == ["BEGIN", "INSERT", "COMMIT", "BEGIN", "SAVEPOINT", "SELECT", "RELEASE", "UPDATE", "COMMIT"]
+    assert "policy_reserve(" in captured.captured_queries[5]["sql"]
+    assert sent == ["Query"] * 9  # one simple-protocol message, so one round trip, per statement
+
+
+def test_a_cold_admission_adds_the_lookups_the_process_caches_answer(api_client, bearer, agent_token,
+                                                                     django_assert_num_queries):
+    # First request of a process (or after a NOTIFY): the key (and its coalesced last_used_at),
+    # agent, policies, caps and price are read once, then served from the caches.
+    with django_assert_num_queries(15) as captured:
+        status, _ = admit_traced(api_client, bearer, agent_token)
+    assert status == 200
+    tables = " ".join(query["sql"] for query in captured.captured_queries)
+    for table in ("keys_apikey", "keys_agent", "policy_policy", "policy_policycap", "policy_modelprice"):
+        assert f'FROM "{table}"' in tables
