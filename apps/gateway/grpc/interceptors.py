@@ -7,6 +7,11 @@ holds up every other call on the server (SPEC §9). `GatewayInterceptor.intercep
 only looks the operation up in the access table (a dict) and wraps the method's behaviour; the
 wrapper, and so the key lookup, runs in the worker thread with the call.
 
+A `signed` operation (policy and cap writes) also needs a valid request signature in the metadata
+(`x-mm-timestamp`, `x-mm-nonce`, `x-mm-signature`) over its method path and the request bytes as
+received: its deserializer is wrapped to keep those bytes (`_keeping_bytes`), and the guard's
+`_check_signature` step verifies them (apps.gateway.signing) after authentication and scope.
+
 The servicer reads the authenticated key with `current_principal()`.
 """
 
@@ -17,6 +22,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -26,6 +32,7 @@ from apps.gateway.access import OPERATIONS, AccessClass, Operation, require_acce
 from apps.gateway.auth import Principal, authenticate_token
 from apps.gateway.grpc.errors import Failure, failure_for
 from apps.gateway.identity import client_address, new_request_id, request_context
+from apps.gateway.signing import check_signed_write
 
 logger = logging.getLogger(__name__)
 
@@ -81,18 +88,43 @@ def _bearer_token(metadata: dict[str, str]) -> str:
     return token.strip()
 
 
-def _authorize(operation: Operation, metadata: dict[str, str]) -> Principal | None:
-    """Authentication and the access table; runs in the worker thread."""
+@dataclass(frozen=True, slots=True)
+class _Received:
+    """A signed operation's request: the message, and the bytes it was decoded from (signed)."""
+
+    message: Any
+    raw: bytes
+
+
+def _keeping_bytes(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], _Received]:
+    def deserialize(raw: bytes) -> _Received:
+        return _Received(deserializer(raw) if deserializer else raw, raw)
+
+    return deserialize
+
+
+def _check_signature(operation: Operation, principal: Principal, metadata: dict[str, str], request: Any) -> None:
+    """The signing step (apps.gateway.signing): a gRPC call is an HTTP/2 POST to its method path."""
+    raw = request.raw if isinstance(request, _Received) else b""
+    check_signed_write(operation=operation, principal=principal, method="POST",
+                       path=f"/{SERVICE}/{operation.name}", body=lambda: raw,
+                       header=lambda name: metadata.get(name.lower()))
+
+
+def _authorize(operation: Operation, metadata: dict[str, str], request: Any) -> Principal | None:
+    """Authentication, the access table and the signature of a signed write; runs in the worker thread."""
     if operation.access is AccessClass.PUBLIC_READ:
         return None
     token = _bearer_token(metadata)
     principal = authenticate_token(token)  # AuthenticationFailed: UNAUTHENTICATED with its code
     require_access(operation.name, principal)  # MissingScope / Forbidden: PERMISSION_DENIED
+    _check_signature(operation, principal, metadata, request)  # UNAUTHENTICATED with its code
     return principal
 
 
 @contextmanager
-def _guarded_call(operation: Operation | None, name: str, context: grpc.ServicerContext) -> Iterator[None]:
+def _guarded_call(operation: Operation | None, name: str, context: grpc.ServicerContext,
+                  request: Any = None) -> Iterator[None]:
     """Everything around one call, as Django's request cycle does around a view: fresh database
     connection state before and after (the framework's own signals fire too, but only around the
     creation of a response stream, not its iteration), the request id and client address for
@@ -109,7 +141,7 @@ def _guarded_call(operation: Operation | None, name: str, context: grpc.Servicer
                 if operation is None:  # not in the access table: denied
                     raise _refuse(grpc.StatusCode.PERMISSION_DENIED, "permission_denied",
                                   f"Operation {name!r} is not in the access table.")
-                principal_token = _principal_var.set(_authorize(operation, metadata))
+                principal_token = _principal_var.set(_authorize(operation, metadata, request))
                 yield
             except Exception as exc:  # noqa: BLE001  # every failure leaves with a status, never UNKNOWN
                 _abort(context, exc, request_id)
@@ -141,10 +173,14 @@ def _abort(context: grpc.ServicerContext, exc: Exception, request_id: str) -> No
 Behaviour = Callable[[Any, grpc.ServicerContext], Any]
 
 
+def _message(request: Any) -> Any:
+    return request.message if isinstance(request, _Received) else request
+
+
 def _guard_unary(operation: Operation | None, name: str, behaviour: Behaviour) -> Behaviour:
     def guarded(request: Any, context: grpc.ServicerContext) -> Any:
-        with _guarded_call(operation, name, context):
-            return behaviour(request, context)
+        with _guarded_call(operation, name, context, request):
+            return behaviour(_message(request), context)
         return None  # not reached: a failure aborts the call
 
     return guarded
@@ -152,8 +188,8 @@ def _guard_unary(operation: Operation | None, name: str, behaviour: Behaviour) -
 
 def _guard_stream(operation: Operation | None, name: str, behaviour: Behaviour) -> Behaviour:
     def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        with _guarded_call(operation, name, context):
-            yield from behaviour(request, context)
+        with _guarded_call(operation, name, context, request):
+            yield from behaviour(_message(request), context)
 
     return guarded
 
@@ -167,8 +203,10 @@ class GatewayInterceptor(grpc.ServerInterceptor):
         if handler is None or service != f"/{SERVICE}":
             return handler
         operation = OPERATIONS.get(name)
-        codec = {"request_deserializer": handler.request_deserializer,
-                 "response_serializer": handler.response_serializer}
+        deserializer = handler.request_deserializer
+        if operation is not None and operation.signed:
+            deserializer = _keeping_bytes(deserializer)
+        codec = {"request_deserializer": deserializer, "response_serializer": handler.response_serializer}
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(_guard_unary(operation, name, handler.unary_unary), **codec)
         if handler.unary_stream is not None:
