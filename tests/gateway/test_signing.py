@@ -23,6 +23,7 @@ from apps.gateway.signature import sign_request
 from apps.gateway.signing import MAX_SKEW_SECONDS, signing_secret_for
 from apps.policy.models import Policy, PolicyCap
 from tests.factories import AgentFactory, issue_key, make_cap
+from tests.processes import gunicorn_server, http
 
 pytestmark = pytest.mark.django_db
 POLICY, CAPS = "/api/v1/policy", "/api/v1/policy/caps"
@@ -284,3 +285,44 @@ def test_sign_request_follows_the_documented_canonical_string():
     assert headers == {"X-MM-Timestamp": "1767225600", "X-MM-Nonce": "0123456789abcdef", "X-MM-Signature": expected}
     assert sign_request(signing_secret=secret, method="PUT", path="/api/v1/policy")["X-MM-Nonce"] != \
         sign_request(signing_secret=secret, method="PUT", path="/api/v1/policy")["X-MM-Nonce"]
+
+
+# --- across processes ------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_nonce_replayed_to_the_other_gunicorn_worker_is_refused(tmp_path):
+    """Real gunicorn, two workers, each with its own database connection; the access log names the
+    worker (pid) that answered each request, so the test knows the replay reached the other one."""
+    issued = issue_key(AgentFactory(), scopes=SCOPES)
+    access_log = tmp_path / "access.log"
+    env = {"REQUIRE_SIGNED_WRITES": "true",
+           "GUNICORN_CMD_ARGS": f"--access-logfile {access_log} --access-logformat '%(p)s %(m)s %(s)s'"}
+    body = {"subject": "agent", "kill_switch": True}
+    headers = signed(issued, "PUT", POLICY, json.dumps(body).encode())
+
+    def answered_by() -> list[tuple[str, str]]:  # (pid, status) of each PUT, in order
+        lines = access_log.read_text().splitlines()
+        return [(pid, status) for pid, method, status in (line.split() for line in lines) if method == "PUT"]
+
+    with gunicorn_server(workers=2, env=env) as base:
+        url = f"{base}{POLICY}"
+        status, answer = http("PUT", url, token=issued.token, body=body)
+        assert (status, answer["code"]) == (401, "signature_required")
+        status, _ = http("PUT", url, token=issued.token, body=body, headers=headers)
+        assert status == 200
+        first_worker = answered_by()[-1][0]
+
+        replays = []
+        for _ in range(50):
+            status, answer = http("PUT", url, token=issued.token, body=body, headers=headers)
+            replays.append((status, answer.get("code")))
+            if any(pid != first_worker for pid, _ in answered_by()[2:]):
+                break
+        workers = {pid for pid, _ in answered_by()[2:]}
+
+    assert workers - {first_worker}, "no replay reached the other worker"
+    assert set(replays) == {(401, "nonce_reused")}
+    assert agent_kill_switch(issued) is True
+    assert AuditEvent.objects.filter(action__startswith="policy.").count() == 1
+    assert SignedWriteNonce.objects.filter(key_id=issued.api_key.key_id).count() == 1
