@@ -95,7 +95,8 @@ def test_production_admin_lives_only_at_admin_url_and_needs_the_second_factor():
     admin_url = f"ops-{secrets.token_hex(4)}/"
     env = {"DJANGO_SETTINGS_MODULE": "modeloman.settings.production", "ADMIN_URL": admin_url,
            "ALLOWED_HOSTS": "127.0.0.1", "SECRET_KEY": secrets.token_urlsafe(50),
-           "KEY_PEPPER": secrets.token_urlsafe(40), "SECURE_SSL_REDIRECT": "false"}
+           "KEY_PEPPER": secrets.token_urlsafe(40), "REQUEST_SIGNING_KEY": secrets.token_urlsafe(40),
+           "SECURE_SSL_REDIRECT": "false"}
     # As a deployment does: production serves the admin's static files from the hashed manifest.
     subprocess.run([sys.executable, "manage.py", "collectstatic", "--noinput", "--verbosity", "0"], cwd=BASE_DIR,
                    env={**os.environ, **env, "DATABASE_URL": database_url()}, check=True, timeout=120)

@@ -68,6 +68,7 @@ def test_production_server_ignores_x_forwarded_proto_from_an_untrusted_peer():
     says https on plain HTTP gets no HSTS (main answered with HSTS: it believed the header)."""
     env = {"DJANGO_SETTINGS_MODULE": "modeloman.settings.production", "ALLOWED_HOSTS": "127.0.0.1",
            "SECRET_KEY": secrets.token_urlsafe(50), "KEY_PEPPER": secrets.token_urlsafe(40),
+           "REQUEST_SIGNING_KEY": secrets.token_urlsafe(40),
            "REDIS_URL": os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0",
            "FORWARDED_ALLOW_IPS": "192.0.2.1", "SECURE_SSL_REDIRECT": "false"}
     with gunicorn_server(workers=1, env=env) as base:

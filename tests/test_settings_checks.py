@@ -17,7 +17,8 @@ from tests.processes import database_url
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items()
-                   if k not in {"DJANGO_SETTINGS_MODULE", "KEY_PEPPER", "KEY_PEPPER_PREVIOUS", "SECRET_KEY"}}
+                   if k not in {"DJANGO_SETTINGS_MODULE", "KEY_PEPPER", "KEY_PEPPER_PREVIOUS", "SECRET_KEY",
+                                "REQUEST_SIGNING_KEY", "REQUEST_SIGNING_KEY_PREVIOUS", "REQUIRE_SIGNED_WRITES"}}
     return subprocess.run([sys.executable, "manage.py", *args], env={**environment, **env}, capture_output=True,
                           text=True, timeout=60, check=False)
 
@@ -25,7 +26,8 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
 def production(**env: str) -> dict[str, str]:
     return {"DJANGO_SETTINGS_MODULE": "modeloman.settings.production", "ALLOWED_HOSTS": "modeloman.example.com",
             "DATABASE_URL": "postgres://nobody@127.0.0.1:1/none", "REDIS_URL": "redis://127.0.0.1:1/0",
-            "SECRET_KEY": secrets.token_urlsafe(50), "KEY_PEPPER": secrets.token_urlsafe(40), **env}
+            "SECRET_KEY": secrets.token_urlsafe(50), "KEY_PEPPER": secrets.token_urlsafe(40),
+            "REQUEST_SIGNING_KEY": secrets.token_urlsafe(40), **env}
 
 
 def random_text(length: int, alphabet: str = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") -> str:
@@ -57,6 +59,34 @@ def test_production_refuses_a_weak_previous_pepper(previous):
     env["KEY_PEPPER_PREVIOUS"] = env["KEY_PEPPER"] if previous == "same" else previous
     result = manage("check", **env)
     assert result.returncode != 0 and "KEY_PEPPER_PREVIOUS" in result.stderr
+
+
+@pytest.mark.parametrize("value", ["", "short", "s" * 40, "insecure-" + random_text(40), "same-as-pepper",
+                                   "same-as-previous"])
+def test_production_refuses_a_missing_or_weak_request_signing_key(value):
+    env = production()
+    if value == "same-as-pepper":
+        value = env["KEY_PEPPER"]
+    elif value == "same-as-previous":
+        value = env["REQUEST_SIGNING_KEY_PREVIOUS"] = env["REQUEST_SIGNING_KEY"]
+    env["REQUEST_SIGNING_KEY"] = value
+    result = manage("check", **env)
+    assert result.returncode != 0 and "REQUEST_SIGNING_KEY" in result.stderr
+
+
+@pytest.mark.parametrize(("settings_module", "env", "required"), [
+    ("production", {}, "True"),
+    ("production", {"REQUIRE_SIGNED_WRITES": "false"}, "False"),
+    ("local", {"KEY_PEPPER": random_text(40)}, "False"),
+    ("test", {}, "False"),
+])
+def test_signed_writes_are_required_by_default_in_production_only(settings_module, env, required):
+    environment = {**production(), "DJANGO_SETTINGS_MODULE": f"modeloman.settings.{settings_module}", **env}
+    if settings_module != "production":
+        del environment["REQUEST_SIGNING_KEY"]  # local and test have their own
+    result = manage("shell", "-v", "0", "-c", "from django.conf import settings; print(settings.REQUIRE_SIGNED_WRITES, "
+                    "len(settings.REQUEST_SIGNING_KEY) >= 32)", **environment)
+    assert result.stdout.split() == [required, "True"], result.stderr
 
 
 @pytest.mark.django_db(transaction=True)

@@ -3,8 +3,9 @@
 Both transports enforce from this one table: a REST view names its operation with an `Op`
 member (`operation = Op.WHO_AM_I`, or `operations = {"GET": ..., "PUT": ...}`) and the REST
 adapter looks it up; the gRPC servicer methods carry the same names. Anything not listed here
-is denied, and every `write` runs under an idempotency key (`apps.gateway.idempotency`).
-Pure Python: no DRF, no grpc.
+is denied, every `write` runs under an idempotency key (`apps.gateway.idempotency`), and every
+`signed` write must carry a request signature (`apps.gateway.signing`) when REQUIRE_SIGNED_WRITES
+is on. Pure Python: no DRF, no grpc.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ class Operation:
     # Not served over REST (yet), and why; the route test accepts its absence. Everything else
     # must have a route.
     rest_pending: str = ""
+    # High risk: the request must be signed with the key's signing secret (apps.gateway.signing).
+    signed: bool = False
 
     @property
     def is_write(self) -> bool:
@@ -90,12 +93,13 @@ OPERATIONS: dict[str, Operation] = {
                   rest_pending="REST serves single attempts through RecordPromptAttempts"),
         Operation(Op.RECORD_PROMPT_ATTEMPTS, _WRITE, Scope.TELEMETRY_WRITE),
         Operation(Op.RECORD_BENCHMARK, _WRITE, Scope.TELEMETRY_WRITE),
-        Operation(Op.SET_POLICY, _WRITE, Scope.POLICY_WRITE),
-        Operation(Op.UPSERT_POLICY_CAP, _WRITE, Scope.POLICY_WRITE),
-        Operation(Op.DELETE_POLICY_CAP, _WRITE, Scope.POLICY_WRITE),
+        Operation(Op.SET_POLICY, _WRITE, Scope.POLICY_WRITE, signed=True),
+        Operation(Op.UPSERT_POLICY_CAP, _WRITE, Scope.POLICY_WRITE, signed=True),
+        Operation(Op.DELETE_POLICY_CAP, _WRITE, Scope.POLICY_WRITE, signed=True),
     )
 }
 assert set(OPERATIONS) == set(Op), "every Op has exactly one row"  # noqa: S101  # import-time invariant
+assert all(op.is_write for op in OPERATIONS.values() if op.signed), "only writes are signed"  # noqa: S101
 
 
 class Caller(Protocol):

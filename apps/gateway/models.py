@@ -1,6 +1,7 @@
-"""The gateway's one table: writes made under an Idempotency-Key (apps.gateway.idempotency).
+"""The gateway's tables: writes made under an Idempotency-Key (apps.gateway.idempotency) and the
+nonces of signed writes (apps.gateway.signing).
 
-The table keeps the name it had when the model lived in telemetry (gateway migration 0001 and
+The idempotency table keeps the name it had when the model lived in telemetry (gateway migration 0001 and
 telemetry 0007 moved only Django's state, not the table).
 """
 
@@ -35,3 +36,21 @@ class IdempotencyRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.principal}:{self.key} ({self.state})"
+
+
+class SignedWriteNonce(models.Model):
+    """A nonce a key used on a signed write (apps.gateway.signing), kept until the request's
+    timestamp leaves the clock-skew window; the unique constraint makes it usable once, across
+    every worker and process."""
+
+    key_id = models.CharField(max_length=12)
+    nonce = models.CharField(max_length=128)
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key_id", "nonce"], name="signed_write_nonce_once_per_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key_id}:{self.nonce}"

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record, snapshot
 from apps.gateway.errors import Conflict, InvalidInput
+from apps.gateway.signing import signing_secret_for
 from apps.keys import tokens
 from apps.keys.models import Agent, ApiKey, Project
 from modeloman.invalidation import broadcast
@@ -24,10 +25,12 @@ MAX_GRACE = dt.timedelta(days=30)
 
 @dataclass(frozen=True)
 class IssuedKey:
-    """A newly created key and its plaintext token — shown once, never stored."""
+    """A newly created key, its plaintext token and its request-signing secret — shown once,
+    never stored (the signing secret is derived from the key id: apps.gateway.signing)."""
 
     api_key: ApiKey
     token: str
+    signing_secret: str
 
 
 def _save_audited(*, actor: Actor, instance, fields: tuple[str, ...], kind: str) -> tuple[dict | None, dict]:
@@ -80,7 +83,7 @@ def _new_key(*, actor: Actor, agent: Agent | None, scopes: list[str], expires_at
     api_key.save()
     audit_record(actor=actor, action="api_key.create", target=api_key,
                  after=snapshot(api_key, KEY_FIELDS))
-    return IssuedKey(api_key=api_key, token=token)
+    return IssuedKey(api_key=api_key, token=token, signing_secret=signing_secret_for(key_id))
 
 
 @transaction.atomic

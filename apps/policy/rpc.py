@@ -51,7 +51,11 @@ def _policy_changes(request: pb.SetPolicyRequest) -> dict:
     or null when unset: cleared). A name outside the policy fields goes through too, so the
     serializer refuses it as it refuses an unknown JSON field."""
     body: dict[str, Any] = {"subject": request.subject, "reason": request.reason}
-    for name in request.update_mask.paths:
+    # AIP-134: without a mask, the implied mask is every field the request populates.
+    paths = list(request.update_mask.paths) or [
+        name for name in POLICY_FIELDS
+        if (bool(request.allowed_models) if name == "allowed_models" else request.HasField(name))]
+    for name in paths:
         if name == "allowed_models":
             body[name] = list(request.allowed_models)
         elif name in POLICY_FIELDS:

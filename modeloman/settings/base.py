@@ -23,6 +23,13 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 # (and the digest upgraded) while a pepper rotation is under way.
 KEY_PEPPER = env.str("KEY_PEPPER", default="")
 KEY_PEPPER_PREVIOUS = env.str("KEY_PEPPER_PREVIOUS", default="")
+# Signed high-risk writes (apps.gateway.signing): each key's signing secret is HMAC-SHA256 of its key
+# id under REQUEST_SIGNING_KEY (derived on every request, never stored); the previous value is still
+# accepted while a rotation of it is under way. REQUIRE_SIGNED_WRITES refuses unsigned policy and
+# cap writes (production defaults it to true).
+REQUEST_SIGNING_KEY = env.str("REQUEST_SIGNING_KEY", default="")
+REQUEST_SIGNING_KEY_PREVIOUS = env.str("REQUEST_SIGNING_KEY_PREVIOUS", default="")
+REQUIRE_SIGNED_WRITES = env.bool("REQUIRE_SIGNED_WRITES", default=False)
 # Verified keys are cached per process; Postgres NOTIFY invalidates them everywhere.
 AUTH_CACHE_ENABLED = env.bool("AUTH_CACHE_ENABLED", default=True)
 AUTH_CACHE_MAX_AGE_SECONDS = env.int("AUTH_CACHE_MAX_AGE_SECONDS", default=60)

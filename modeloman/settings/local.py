@@ -7,6 +7,9 @@ with `create_agent_key` would be digested with a pepper that is public (and the 
 real pepper would never match it).
 """
 
+import hashlib
+import hmac
+
 from django.core.exceptions import ImproperlyConfigured
 
 from .base import *  # noqa: F403
@@ -21,3 +24,8 @@ if KEY_PEPPER == DEVELOPMENT_KEY_PEPPER and env.str("DATABASE_URL", default=""):
         "Local settings with DATABASE_URL need KEY_PEPPER: the development pepper is only for the embedded "
         "database. On a production host set DJANGO_SETTINGS_MODULE=modeloman.settings.production."
     )
+
+# Without REQUEST_SIGNING_KEY, signing secrets derive from one computed from the pepper, so that they are
+# never derived from a public value when the pepper is real (it must be, with DATABASE_URL).
+REQUEST_SIGNING_KEY = env.str("REQUEST_SIGNING_KEY", default="") or hmac.new(
+    KEY_PEPPER.encode(), b"modeloman local request signing key", hashlib.sha256).hexdigest()

@@ -36,6 +36,14 @@ KEY_PEPPER = _strong_secret("KEY_PEPPER", min_length=PEPPER_MIN_LENGTH)
 KEY_PEPPER_PREVIOUS = _strong_secret("KEY_PEPPER_PREVIOUS", min_length=PEPPER_MIN_LENGTH, optional=True)
 if KEY_PEPPER_PREVIOUS == KEY_PEPPER:
     raise ImproperlyConfigured("KEY_PEPPER_PREVIOUS must differ from KEY_PEPPER (leave it empty after a rotation).")
+# Signing secrets are derived from it: as much a secret as the pepper, and a different one.
+REQUEST_SIGNING_KEY = _strong_secret("REQUEST_SIGNING_KEY", min_length=PEPPER_MIN_LENGTH)
+REQUEST_SIGNING_KEY_PREVIOUS = _strong_secret("REQUEST_SIGNING_KEY_PREVIOUS", min_length=PEPPER_MIN_LENGTH,
+                                              optional=True)
+if REQUEST_SIGNING_KEY in (KEY_PEPPER, KEY_PEPPER_PREVIOUS, REQUEST_SIGNING_KEY_PREVIOUS):
+    raise ImproperlyConfigured("REQUEST_SIGNING_KEY must differ from KEY_PEPPER, KEY_PEPPER_PREVIOUS and "
+                               "REQUEST_SIGNING_KEY_PREVIOUS.")
+REQUIRE_SIGNED_WRITES = env.bool("REQUIRE_SIGNED_WRITES", default=True)
 DEBUG = False
 
 # Believed only from FORWARDED_ALLOW_IPS peers: RequestContextMiddleware drops it from anyone else.

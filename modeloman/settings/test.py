@@ -6,6 +6,7 @@ from .base import env
 
 SECRET_KEY = "test-secret-key-not-for-production-use-0123456789abcdef"  # noqa: S105  # test-only value
 KEY_PEPPER = env.str("KEY_PEPPER", default="test-key-pepper-0123456789abcdef")
+REQUEST_SIGNING_KEY = env.str("REQUEST_SIGNING_KEY", default="test-request-signing-key-0123456789abcdef")
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast test logins only
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

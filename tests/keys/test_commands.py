@@ -6,6 +6,7 @@ from django.core.management import CommandError, call_command
 
 from apps.audit.models import AuditEvent
 from apps.gateway.auth import authenticate_token
+from apps.gateway.signing import signing_secret_for
 from apps.keys.models import Agent, ApiKey, Project
 from tests.factories import AgentFactory, issue_key
 
@@ -22,11 +23,13 @@ def run(*args: str) -> str:
     return out.getvalue()
 
 
-def test_create_agent_key_prints_only_the_token():
+def test_create_agent_key_prints_only_the_token_and_signing_secret():
     out = run("create_agent_key", "--project", "acme", "--agent", "scout", "--scopes",
               "tasks:write,telemetry:write", "--expires-in", "90d", "--create")
-    assert re.fullmatch(r"mmk_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}\n", out)
-    principal = authenticate_token(out.strip())
+    assert re.fullmatch(r"mmk_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}\nmms_[0-9a-f]{64}\n", out)
+    token, signing_secret = out.split()
+    principal = authenticate_token(token)
+    assert signing_secret == signing_secret_for(principal.key_id)
     assert (principal.project_slug, principal.agent_name) == ("acme", "scout")
     assert principal.scopes == {"tasks:write", "telemetry:write"} and principal.expires_at is not None
     actions = set(AuditEvent.objects.values_list("action", flat=True))

@@ -6,6 +6,7 @@ from django.urls import reverse
 
 from apps.audit.models import AuditEvent
 from apps.gateway.auth import authenticate_token
+from apps.gateway.signing import signing_secret_for
 from apps.keys import tokens
 from apps.keys.models import ApiKey
 from tests.factories import AgentFactory, issue_key
@@ -13,6 +14,7 @@ from tests.keys.test_authentication import tables_containing
 
 pytestmark = pytest.mark.django_db
 TOKEN_RE = re.compile(r"mmk_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}")
+SIGNING_SECRET_RE = re.compile(r"mms_[0-9a-f]{64}")
 
 
 @pytest.fixture
@@ -33,7 +35,7 @@ def test_key_pages_never_show_the_digest(operator):
         assert digest not in page
 
 
-def test_issuing_a_key_in_the_admin_shows_the_token_once(operator):
+def test_issuing_a_key_in_the_admin_shows_the_token_and_signing_secret_once(operator):
     agent = AgentFactory()
     response = operator.post(reverse("admin:keys_apikey_add"), {
         "agent": agent.pk, "name": "ci", "scopes": ["tasks:write", "telemetry:write"], "expires_in": "90d",
@@ -44,11 +46,14 @@ def test_issuing_a_key_in_the_admin_shows_the_token_once(operator):
     principal = authenticate_token(token)
     assert principal.agent_id == agent.pk and principal.scopes == {"tasks:write", "telemetry:write"}
     assert tables_containing(tokens.parse(token).secret) == []
+    signing_secret = SIGNING_SECRET_RE.search(response.content.decode()).group(0)
+    assert signing_secret == signing_secret_for(principal.key_id)
+    assert tables_containing(signing_secret.removeprefix("mms_")) == []  # derived, never stored
     event = AuditEvent.objects.get(action="api_key.create", actor_label="user:operator")
     assert event.after["scopes"] == ["tasks:write", "telemetry:write"]
 
     page = operator.get(reverse("admin:keys_apikey_change", args=[principal.key_pk])).content.decode()
-    assert token not in page
+    assert token not in page and signing_secret not in page
 
 
 def test_issuing_with_bad_input_writes_nothing(operator):
@@ -86,7 +91,7 @@ def test_revoking_in_the_admin_asks_for_confirmation_then_revokes_and_audits(ope
     assert event.before["revoked_at"] is None and event.after["revoked_at"] is not None
 
 
-def test_rotating_in_the_admin_shows_the_new_token(operator):
+def test_rotating_in_the_admin_shows_the_new_token_and_signing_secret(operator):
     issued = issue_key()
     response = operator.post(reverse("admin:keys_apikey_changelist"), {
         "action": "rotate_keys", "_selected_action": [issued.api_key.pk], "confirm": "yes", "grace": "1h",
@@ -96,6 +101,9 @@ def test_rotating_in_the_admin_shows_the_new_token(operator):
     assert new_token != issued.token
     assert authenticate_token(new_token).key_id != issued.api_key.key_id
     assert authenticate_token(issued.token).key_id == issued.api_key.key_id  # still in grace
+    new_key_id = tokens.parse(new_token).key_id
+    assert SIGNING_SECRET_RE.search(response.content.decode()).group(0) == signing_secret_for(new_key_id)
+    assert signing_secret_for(new_key_id) != issued.signing_secret
 
 
 def test_extending_expiry_in_the_admin_is_audited(operator):

@@ -12,6 +12,11 @@ holds up every other call on the server (SPEC §9). `GatewayInterceptor.intercep
 only looks the operation up in the access table (a dict) and wraps the method's behaviour; the
 wrapper, and so the key lookup, runs in the worker thread with the call.
 
+A `signed` operation (policy and cap writes) also needs a valid request signature in the metadata
+(`x-mm-timestamp`, `x-mm-nonce`, `x-mm-signature`) over its method path and the request bytes as
+received: its deserializer is wrapped to keep those bytes (`_keeping_bytes`), and the guard's
+`_check_signature` step verifies them (apps.gateway.signing) after authentication and scope.
+
 The servicer reads the authenticated key with `current_principal()`.
 """
 
@@ -38,6 +43,7 @@ from apps.gateway.grpc.errors import Failure, failure_for
 from apps.gateway.grpc.gen.modeloman.v1 import control_plane_pb2
 from apps.gateway.idempotency import idempotent
 from apps.gateway.identity import client_address, new_request_id, request_context
+from apps.gateway.signing import check_signed_write
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +101,29 @@ def _bearer_token(metadata: dict[str, str]) -> str:
     return token.strip()
 
 
+@dataclass(frozen=True, slots=True)
+class _Received:
+    """A signed operation's request: the message, and the bytes it was decoded from (signed)."""
+
+    message: Any
+    raw: bytes
+
+
+def _keeping_bytes(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], _Received]:
+    def deserialize(raw: bytes) -> _Received:
+        return _Received(deserializer(raw) if deserializer else raw, raw)
+
+    return deserialize
+
+
+def _check_signature(operation: Operation, principal: Principal, metadata: dict[str, str], request: Any) -> None:
+    """The signing step (apps.gateway.signing): a gRPC call is an HTTP/2 POST to its method path."""
+    raw = request.raw if isinstance(request, _Received) else b""
+    check_signed_write(operation=operation, principal=principal, method="POST",
+                       path=f"/{SERVICE}/{operation.name}", body=lambda: raw,
+                       header=lambda name: metadata.get(name.lower()))
+
+
 @dataclass
 class Call:
     """What the guard knows about one call: its metadata, request id, and trailing metadata to send."""
@@ -128,9 +157,9 @@ def _call_scope(context: grpc.ServicerContext) -> Iterator[Call]:
         close_old_connections()
 
 
-def _admit_caller(operation: Operation | None, name: str, call: Call) -> Principal | None:
+def _admit_caller(operation: Operation | None, name: str, call: Call, request: Any) -> Principal | None:
     """Steps 2-4: the access table (unlisted methods are denied), authentication (in this worker
-    thread), scope and agent status. None for a public operation."""
+    thread), scope and agent status, and the signature of a signed write. None for a public operation."""
     if operation is None:
         raise _refuse(grpc.StatusCode.PERMISSION_DENIED, "permission_denied",
                       f"Operation {name!r} is not in the access table.")
@@ -138,6 +167,7 @@ def _admit_caller(operation: Operation | None, name: str, call: Call) -> Princip
         return None
     principal = authenticate_token(_bearer_token(call.metadata))  # AuthenticationFailed: UNAUTHENTICATED
     require_access(operation.name, principal)  # MissingScope / Forbidden: PERMISSION_DENIED
+    _check_signature(operation, principal, call.metadata, request)  # UNAUTHENTICATED with its code
     return principal
 
 
@@ -197,15 +227,20 @@ def _abort(context: grpc.ServicerContext, exc: Exception, request_id: str) -> No
 Behaviour = Callable[[Any, grpc.ServicerContext], Any]
 
 
+def _message(request: Any) -> Any:
+    return request.message if isinstance(request, _Received) else request
+
+
 def _guard_unary(operation: Operation | None, name: str, behaviour: Behaviour) -> Behaviour:
     def guarded(request: Any, context: grpc.ServicerContext) -> Any:
         with _call_scope(context) as call:
-            principal = _admit_caller(operation, name, call)
+            principal = _admit_caller(operation, name, call, request)
             # Step 5 (rate limits, per key or per client address) goes here, once the caller is known.
+            message = _message(request)
             with _acting_as(principal):
                 if operation is not None and operation.is_write and principal is not None:
-                    return _once(operation, principal, call, request, lambda: behaviour(request, context))
-                return behaviour(request, context)
+                    return _once(operation, principal, call, message, lambda: behaviour(message, context))
+                return behaviour(message, context)
         return None  # not reached: a failure aborts the call
 
     return guarded
@@ -217,9 +252,9 @@ def _guard_stream(operation: Operation | None, name: str, behaviour: Behaviour) 
 
     def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         with _call_scope(context) as call:
-            principal = _admit_caller(operation, name, call)
+            principal = _admit_caller(operation, name, call, request)
             with _acting_as(principal):
-                yield from behaviour(request, context)
+                yield from behaviour(_message(request), context)
 
     return guarded
 
@@ -233,8 +268,10 @@ class GatewayInterceptor(grpc.ServerInterceptor):
         if handler is None or service != f"/{SERVICE}":
             return handler
         operation = OPERATIONS.get(name)
-        codec = {"request_deserializer": handler.request_deserializer,
-                 "response_serializer": handler.response_serializer}
+        deserializer = handler.request_deserializer
+        if operation is not None and operation.signed:
+            deserializer = _keeping_bytes(deserializer)
+        codec = {"request_deserializer": deserializer, "response_serializer": handler.response_serializer}
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(_guard_unary(operation, name, handler.unary_unary), **codec)
         if handler.unary_stream is not None:

@@ -1,6 +1,7 @@
 """DRF authentication and permission from the gateway: `Authorization: Bearer` → Principal, and
-the access table on every DRF view. Kept apart from `views` because DRF imports its default
-authentication and permission classes while `rest_framework.views` is still loading.
+the access table (scope, then the request signature of a `signed` write) on every DRF view. Kept
+apart from `views` because DRF imports its default authentication and permission classes while
+`rest_framework.views` is still loading.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from rest_framework.request import Request
 from apps.gateway.access import require_access
 from apps.gateway.auth import Principal, authenticate_token
 from apps.gateway.errors import AuthenticationFailed
+from apps.gateway.signing import check_signed_write
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -46,15 +48,25 @@ def operation_of(view: Any, method: str) -> str:
     return getattr(view, "operations", {}).get(method) or getattr(view, "operation", "") or ""
 
 
+def signed_path(request: Request) -> str:
+    """The path a REST signature covers: the path, and `?query` when there is one (as sent)."""
+    query = request.META.get("QUERY_STRING", "")
+    return f"{request.path}?{query}" if query else request.path
+
+
 class OperationPermission(BasePermission):
     """The access table, for every DRF view: the view's operation for this method is looked up,
-    and a `write` is only served by a view that runs writes under an idempotency key."""
+    a `write` is only served by a view that runs writes under an idempotency key, and a `signed`
+    one only with a valid request signature (checked before the idempotency claim, so a retry
+    needs a fresh nonce too)."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
         operation = require_access(operation_of(view, request.method or ""), request.auth)
         if operation.is_write and not getattr(view, "writes_are_idempotent", False):
             raise ImproperlyConfigured(f"{type(view).__name__} serves the write {operation.name} but is not a "
                                        "GatewayApi: it would run without an idempotency key.")
+        check_signed_write(operation=operation, principal=request.auth, method=request.method or "",
+                           path=signed_path(request), body=lambda: request.body, header=request.headers.get)
         return True
 
 

@@ -1,4 +1,4 @@
-"""Issue an API key for an agent and print only the token on stdout."""
+"""Issue an API key for an agent; print its token and its request-signing secret on stdout."""
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -16,7 +16,8 @@ from modeloman.durations import parse_duration
 class Command(BaseCommand):
     help = (
         "Issue an API key: create_agent_key --project SLUG --agent NAME --scopes a,b "
-        "[--expires-in 90d] [--create]. Prints only the token."
+        "[--expires-in 90d] [--create]. Prints two lines and nothing else: the token, then the key's "
+        "signing secret for policy and cap writes. Neither is shown again."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -53,6 +54,7 @@ class Command(BaseCommand):
         except ValidationError as error:
             raise CommandError("; ".join(error.messages)) from error
         self.stdout.write(issued.token)
+        self.stdout.write(issued.signing_secret)
 
     def _agent(self, actor: Actor, project_slug: str, agent_name: str, *, create: bool) -> Agent:
         project = Project.objects.filter(slug=project_slug).first()
