@@ -3,7 +3,8 @@
 Both transports enforce from this one table: a REST view names its operation with an `Op`
 member (`operation = Op.WHO_AM_I`, or `operations = {"GET": ..., "PUT": ...}`) and the REST
 adapter looks it up; the gRPC servicer methods carry the same names. Anything not listed here
-is denied, and every `write` runs under an idempotency key (`apps.gateway.idempotency`).
+is denied, every `write` runs under an idempotency key (`apps.gateway.idempotency`), and each
+operation's rate class picks the limit it counts against (`apps.gateway.ratelimits`).
 Pure Python: no DRF, no grpc.
 """
 
@@ -31,6 +32,14 @@ class Scope(StrEnum):
 
 
 ALL_SCOPES: frozenset[str] = frozenset(s.value for s in Scope)
+
+
+class RateClass(StrEnum):
+    """Which limit a call counts against: RATE_LIMIT_GET (reads, whatever the transport) or
+    RATE_LIMIT_MUTATION (writes), each overridable per key (ApiKey.rate_limit_get / _mutation)."""
+
+    GET = "get"
+    MUTATION = "mutation"
 
 
 class Op(StrEnum):
@@ -63,6 +72,13 @@ class Operation:
     # Not served over REST (yet), and why; the route test accepts its absence. Everything else
     # must have a route.
     rest_pending: str = ""
+    # Reads count against the GET limit and writes against the mutation limit unless a row says
+    # otherwise.
+    rate: RateClass | None = None
+
+    def __post_init__(self) -> None:
+        if self.rate is None:
+            object.__setattr__(self, "rate", RateClass.MUTATION if self.is_write else RateClass.GET)
 
     @property
     def is_write(self) -> bool:

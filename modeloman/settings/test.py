@@ -11,3 +11,9 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Generous limits, so that no test meets them by accident (the suite shares one Redis database and
+# its windows across tests); rate-limit tests set tight ones with override_settings, or through the
+# environment for server processes.
+RATE_LIMIT_GET = env.str("RATE_LIMIT_GET", default="1000000/m")
+RATE_LIMIT_MUTATION = env.str("RATE_LIMIT_MUTATION", default="1000000/m")
+RATE_LIMIT_AUTH_FAILURES = env.str("RATE_LIMIT_AUTH_FAILURES", default="1000000/m")

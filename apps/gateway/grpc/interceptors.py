@@ -22,8 +22,9 @@ from typing import Any
 import grpc
 from django.db import close_old_connections
 
+from apps.gateway import ratelimits
 from apps.gateway.access import OPERATIONS, AccessClass, Operation, require_access
-from apps.gateway.auth import Principal, authenticate_token
+from apps.gateway.auth import Principal
 from apps.gateway.grpc.errors import Failure, failure_for
 from apps.gateway.identity import client_address, new_request_id, request_context
 
@@ -82,12 +83,15 @@ def _bearer_token(metadata: dict[str, str]) -> str:
 
 
 def _authorize(operation: Operation, metadata: dict[str, str]) -> Principal | None:
-    """Authentication and the access table; runs in the worker thread."""
-    if operation.access is AccessClass.PUBLIC_READ:
-        return None
-    token = _bearer_token(metadata)
-    principal = authenticate_token(token)  # AuthenticationFailed: UNAUTHENTICATED with its code
-    require_access(operation.name, principal)  # MissingScope / Forbidden: PERMISSION_DENIED
+    """Authentication, the access table and the rate limit; runs in the worker thread."""
+    principal = None
+    if operation.access is not AccessClass.PUBLIC_READ:
+        token = _bearer_token(metadata)
+        # AuthenticationFailed: UNAUTHENTICATED with its code; too many failures from this address:
+        # RESOURCE_EXHAUSTED before the key is looked up.
+        principal = ratelimits.authenticate(token)
+        require_access(operation.name, principal)  # MissingScope / Forbidden: PERMISSION_DENIED
+    ratelimits.check(operation, principal)  # RESOURCE_EXHAUSTED (+ retry-after), or UNAVAILABLE for writes
     return principal
 
 
@@ -134,7 +138,9 @@ def _abort(context: grpc.ServicerContext, exc: Exception, request_id: str) -> No
         logger.exception("gRPC call failed", extra={"request_id": request_id})
         failure = Failure(grpc.StatusCode.INTERNAL, "internal_error",
                           f"Something went wrong (request id {request_id}).")
-    context.set_trailing_metadata(((REQUEST_ID, request_id), (ERROR_CODE, failure.code)))
+    # A domain error's REST headers travel as trailing metadata too (retry-after, ratelimit-*).
+    headers = tuple((name.lower(), value) for name, value in getattr(exc, "headers", {}).items())
+    context.set_trailing_metadata(((REQUEST_ID, request_id), (ERROR_CODE, failure.code), *headers))
     context.abort(failure.status, failure.details)
 
 
