@@ -250,7 +250,9 @@ _db_options = DATABASES["default"].setdefault("OPTIONS", {})
 _db_options.setdefault("connect_timeout", DB_CONNECT_TIMEOUT)
 # Startup parameters (libpq `options`): set once per connection, no extra round trip per request.
 _db_options["options"] = " ".join(filter(None, [
-    _db_options.get("options", ""), f"-c statement_timeout={_statement_timeout}", f"-c lock_timeout={DB_LOCK_TIMEOUT_MS}",
+    _db_options.get("options", ""),
+    f"-c statement_timeout={_statement_timeout}",
+    f"-c lock_timeout={DB_LOCK_TIMEOUT_MS}",
 ]))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
