@@ -3,8 +3,9 @@
 Both adapters call the same two functions, after the request context (client address) is set:
 
 - `authenticate(token)`: `authenticate_token` behind a limit on failed authentications per client
-  address (RATE_LIMIT_AUTH_FAILURES). The count is checked before the key is looked up, so an
-  address that keeps sending bad tokens is refused without costing a database query.
+  address (RATE_LIMIT_AUTH_FAILURES). For an address that has failed before, the count is checked
+  before the key is looked up, so an address that keeps sending bad tokens is refused without
+  costing a database query.
 - `check(operation, principal)`: counts the call against its rate class from the access table
   (RATE_LIMIT_GET for reads, RATE_LIMIT_MUTATION for writes, or the key's own override), keyed by
   key id when authenticated and by client address otherwise. Over the limit: `RateLimitExceeded`
@@ -47,8 +48,8 @@ FAIL_CLOSED = "fail_closed"  # the cache could not count; the write was refused 
 AUTH_FAILURES = "auth_failures"  # the group of the failed-authentication limit
 LOG_INTERVAL_SECONDS = 60.0
 
-# Sent for every REJECTED / FAIL_OPEN / FAIL_CLOSED outcome with `outcome`, `limit` (a RateClass
-# value or AUTH_FAILURES) and `transport`-free arguments only: metrics subscribe to it.
+# Sent for every REJECTED / FAIL_OPEN / FAIL_CLOSED outcome, with `outcome` and `limit` (a RateClass
+# value or AUTH_FAILURES): the metrics module subscribes to it.
 rate_limit_event = Signal()
 
 _counts: Counter[tuple[str, str]] = Counter()
@@ -162,22 +163,47 @@ def check(operation: Operation, principal: Principal | None) -> Usage | None:
     return usage
 
 
+# Addresses this process has seen fail authentication within the last SUSPECT_SECONDS. Only these
+# are checked against the shared failure count before their key is looked up, which keeps two cache
+# round trips off every healthy call; an address failing in several processes is refused by each one
+# after its first failure there (at most one extra failure per process).
+SUSPECT_SECONDS = 3600.0
+MAX_SUSPECTS = 10_000
+_suspects: dict[str, float] = {}
+
+
+def _suspect(bucket: str) -> bool:
+    seen = _suspects.get(bucket)
+    return seen is not None and time.monotonic() - seen < SUSPECT_SECONDS
+
+
+def _remember_suspect(bucket: str) -> None:
+    with _lock:
+        if len(_suspects) >= MAX_SUSPECTS:
+            for old in list(_suspects)[: MAX_SUSPECTS // 10]:  # the oldest tenth (dicts keep insertion order)
+                del _suspects[old]
+        _suspects.pop(bucket, None)
+        _suspects[bucket] = time.monotonic()
+
+
 def authenticate(token: str) -> Principal:
     """`authenticate_token`, refused up front for an address with too many recent failures."""
     if not settings.RATE_LIMITS_ENABLED:
         return authenticate_token(token)
     bucket = client_bucket(client_ip_var.get())
     rate = settings.RATE_LIMIT_AUTH_FAILURES
-    usage = _usage(AUTH_FAILURES, rate, bucket, increment=False)
-    if usage is None:
-        _record(FAIL_OPEN, AUTH_FAILURES)  # the key check itself still stands; the write limit fails closed
-    elif usage.count >= usage.limit:
-        _record(REJECTED, AUTH_FAILURES)
-        raise RateLimitExceeded("Too many failed authentications from this address; retry later.",
-                                usage=Usage(limit=usage.limit, count=usage.count + 1, reset=usage.reset),
-                                code="authentication_rate_limited")
+    if _suspect(bucket):
+        usage = _usage(AUTH_FAILURES, rate, bucket, increment=False)
+        if usage is None:
+            _record(FAIL_OPEN, AUTH_FAILURES)  # the key check itself still stands; writes fail closed below
+        elif usage.count >= usage.limit:
+            _record(REJECTED, AUTH_FAILURES)
+            raise RateLimitExceeded("Too many failed authentications from this address; retry later.",
+                                    usage=Usage(limit=usage.limit, count=usage.count + 1, reset=usage.reset),
+                                    code="authentication_rate_limited")
     try:
         return authenticate_token(token)
     except AuthenticationFailed:
+        _remember_suspect(bucket)
         _usage(AUTH_FAILURES, rate, bucket, increment=True)
         raise
