@@ -8,18 +8,19 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_safe
 
 from apps.gateway.access import Op
+from apps.gateway.rest.public import public_read
 
 logger = logging.getLogger(__name__)
 
 
+@public_read(Op.HEALTH)
 @require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
-healthz.operation = Op.HEALTH  # type: ignore[attr-defined]  # the route test reads it
 
-
+@public_read(Op.HEALTH)
 @require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
     checks = {"database": "ok", "cache": "ok"}
@@ -40,5 +41,3 @@ def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ready" if ready else "unavailable", "checks": checks},
                         status=200 if ready else 503)
 
-
-readyz.operation = Op.HEALTH  # type: ignore[attr-defined]

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock_detected, serialization_failure
+TIMEOUT_SQLSTATES = frozenset({"57014", "55P03"})  # query_canceled (statement_timeout), lock_not_available
 MAX_ATTEMPTS = 4
 
 
@@ -41,6 +42,12 @@ FOREIGN_KEY_VIOLATION = "23503"
 LEDGER_TABLE = "policy_usageledger"
 
 
+class DatabaseTimeout(Unavailable):
+    code = "database_timeout"
+    title = "The database took too long"
+    headers = {"Retry-After": "1"}
+
+
 def is_retryable(error: BaseException) -> bool:
     cause = error.__cause__
     sqlstate = getattr(cause, "sqlstate", None)
@@ -49,6 +56,16 @@ def is_retryable(error: BaseException) -> bool:
     # The ledger row of a cap deleted meanwhile: nothing else in a ledger write can break that key.
     table = getattr(getattr(cause, "diag", None), "table_name", None)
     return sqlstate == FOREIGN_KEY_VIOLATION and table == LEDGER_TABLE
+
+
+def database_timeout(error: BaseException) -> DatabaseTimeout | None:
+    """The 503 for a statement that ran past DB_STATEMENT_TIMEOUT_MS or waited past
+    DB_LOCK_TIMEOUT_MS (settings, "Database timeouts"); None for any other error. The transaction
+    it ran in is rolled back by the atomic block it was in; the connection stays usable."""
+    if isinstance(error, OperationalError) and getattr(error.__cause__, "sqlstate", None) in TIMEOUT_SQLSTATES:
+        logger.warning("database timeout: %s", str(error).strip().splitlines()[0] if str(error).strip() else error)
+        return DatabaseTimeout("The database did not answer in time; retry shortly.")
+    return None
 
 
 def atomic_with_retry(work: Callable[[], T], *, attempts: int = MAX_ATTEMPTS) -> T:

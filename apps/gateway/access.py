@@ -3,9 +3,10 @@
 Both transports enforce from this one table: a REST view names its operation with an `Op`
 member (`operation = Op.WHO_AM_I`, or `operations = {"GET": ..., "PUT": ...}`) and the REST
 adapter looks it up; the gRPC servicer methods carry the same names. Anything not listed here
-is denied, every `write` runs under an idempotency key (`apps.gateway.idempotency`), and every
+is denied, every `write` runs under an idempotency key (`apps.gateway.idempotency`), every
 `signed` write must carry a request signature (`apps.gateway.signing`) when REQUIRE_SIGNED_WRITES
-is on. Pure Python: no DRF, no grpc.
+is on, and each operation's rate class picks the limit it counts against
+(`apps.gateway.ratelimits`). Pure Python: no DRF, no grpc.
 """
 
 from __future__ import annotations
@@ -32,6 +33,14 @@ class Scope(StrEnum):
 
 
 ALL_SCOPES: frozenset[str] = frozenset(s.value for s in Scope)
+
+
+class RateClass(StrEnum):
+    """Which limit a call counts against: RATE_LIMIT_GET (reads, whatever the transport) or
+    RATE_LIMIT_MUTATION (writes), each overridable per key (ApiKey.rate_limit_get / _mutation)."""
+
+    GET = "get"
+    MUTATION = "mutation"
 
 
 class Op(StrEnum):
@@ -66,6 +75,13 @@ class Operation:
     rest_pending: str = ""
     # High risk: the request must be signed with the key's signing secret (apps.gateway.signing).
     signed: bool = False
+    # Reads count against the GET limit and writes against the mutation limit unless a row says
+    # otherwise.
+    rate: RateClass | None = None
+
+    def __post_init__(self) -> None:
+        if self.rate is None:
+            object.__setattr__(self, "rate", RateClass.MUTATION if self.is_write else RateClass.GET)
 
     @property
     def is_write(self) -> bool:

@@ -42,6 +42,9 @@ class Principal:
     scopes: frozenset[str]
     expires_at: dt.datetime | None
     agent_status: str | None = None  # a quarantined agent may only read and report telemetry
+    # The operator's per-key overrides of RATE_LIMIT_GET / RATE_LIMIT_MUTATION ("" = the default).
+    rate_limit_get: str = ""
+    rate_limit_mutation: str = ""
 
     is_authenticated = True  # lets DRF and Django treat it as request.user
 
@@ -85,6 +88,8 @@ def _load_record(key_id: str) -> _KeyRecord | None:
         scopes=frozenset(api_key.scopes),
         expires_at=api_key.effective_expiry,
         agent_status=agent.status if agent else None,
+        rate_limit_get=api_key.rate_limit_get,
+        rate_limit_mutation=api_key.rate_limit_mutation,
     )
     return _KeyRecord(principal=principal, api_key=api_key, agent_status=agent.status if agent else None)
 

@@ -20,7 +20,7 @@ from apps.audit.services import Actor
 from apps.gateway.access import Scope
 from apps.gateway.errors import DomainError
 from apps.keys import services
-from apps.keys.models import Agent, ApiKey, Project
+from apps.keys.models import RATE_VALIDATOR, Agent, ApiKey, Project
 from modeloman.admin_actions import ConfirmedActionsMixin, ReasonForm
 from modeloman.durations import parse_duration
 
@@ -106,6 +106,15 @@ class ExpiryForm(forms.Form):
     expires_in = DurationField(help_text="New expiry, counted from now, e.g. 90d.")
 
 
+class RateLimitsForm(forms.Form):
+    rate_limit_get = forms.CharField(
+        label="Reads", max_length=20, required=False, validators=[RATE_VALIDATOR],
+        help_text="e.g. 6000/m. Empty: the default (RATE_LIMIT_GET).")
+    rate_limit_mutation = forms.CharField(
+        label="Writes", max_length=20, required=False, validators=[RATE_VALIDATOR],
+        help_text="e.g. 600/m. Empty: the default (RATE_LIMIT_MUTATION).")
+
+
 class StatusFilter(admin.SimpleListFilter):
     title = "status"
     parameter_name = "status"
@@ -151,10 +160,10 @@ class ApiKeyAdmin(ConfirmedActionsMixin, admin.ModelAdmin):
     list_select_related = ("agent__project",)
     search_fields = ("key_id", "name", "agent__name")
     fields = ("key_id", "name", "agent", "status_label", "scope_list", "expires_at", "grace_until",
-              "rotated_from", "revoked_at", "revoked_reason", "last_used_at", "created_at",
-              "created_by")
+              "rotated_from", "revoked_at", "revoked_reason", "rate_limit_get", "rate_limit_mutation",
+              "last_used_at", "created_at", "created_by")
     readonly_fields = fields  # changes go through the actions below, which audit them
-    actions = ["revoke_keys", "rotate_keys", "extend_expiry"]
+    actions = ["revoke_keys", "rotate_keys", "extend_expiry", "set_rate_limits"]
 
     @admin.display(description="status")
     def status_label(self, obj: ApiKey) -> str:
@@ -218,6 +227,17 @@ class ApiKeyAdmin(ConfirmedActionsMixin, admin.ModelAdmin):
             intro="The new expiry is counted from now.",
             apply=lambda key, data: services.api_key_set_expiry(
                 actor=_actor(request), api_key=key, expires_at=timezone.now() + data["expires_in"]),
+        )
+
+    @admin.action(description="Set rate limits of selected keys…", permissions=["change"])
+    def set_rate_limits(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> HttpResponse | None:
+        return self.confirm_action(
+            request, queryset, form_class=RateLimitsForm, action="set_rate_limits", title="Set rate limits",
+            intro="Calls allowed per period for these keys, e.g. 6000/m or 100000/h, in place of the "
+                  "defaults; empty restores the default. Takes effect everywhere within a second.",
+            apply=lambda key, data: services.api_key_set_rate_limits(
+                actor=_actor(request), api_key=key, rate_limit_get=data["rate_limit_get"],
+                rate_limit_mutation=data["rate_limit_mutation"]),
         )
 
     def _show_tokens(self, request: HttpRequest, issued: list[services.IssuedKey], *, title: str) -> HttpResponse:

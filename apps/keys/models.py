@@ -65,6 +65,14 @@ def validate_scopes(value: list[str]) -> None:
         )
 
 
+# django-ratelimit's rate syntax: a count per period, e.g. 600/m, 6000/h, 100/5s.
+RATE_VALIDATOR = RegexValidator(
+    r"^[1-9][0-9]{0,8}/(?:[1-9][0-9]{0,4})?[smhd]$",
+    "A rate is a count per period, e.g. 600/m, 6000/h or 100/10s.",
+    code="invalid_rate",
+)
+
+
 class ApiKey(models.Model):
     """A per-agent credential. Only the peppered HMAC digest of the secret is stored."""
 
@@ -97,6 +105,13 @@ class ApiKey(models.Model):
         help_text="Set on a key that was rotated: it keeps working until then.",
     )
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Operator overrides of RATE_LIMIT_GET / RATE_LIMIT_MUTATION for this key (e.g. a bulk-ingest
+    # agent); empty means the default. Changed only through api_key_set_rate_limits (audited).
+    rate_limit_get = models.CharField(max_length=20, blank=True, validators=[RATE_VALIDATOR],
+                                      help_text="Reads allowed per period, e.g. 6000/m. Empty: RATE_LIMIT_GET.")
+    rate_limit_mutation = models.CharField(max_length=20, blank=True, validators=[RATE_VALIDATOR],
+                                           help_text="Writes allowed per period, e.g. 600/m. Empty: "
+                                                     "RATE_LIMIT_MUTATION.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     created_by = models.CharField(max_length=200, editable=False)
 

@@ -19,7 +19,8 @@ from modeloman.invalidation import broadcast
 
 PROJECT_FIELDS = ("slug", "name", "public_name", "leaderboard_opt_in")
 AGENT_FIELDS = ("project", "name", "status")
-KEY_FIELDS = ("key_id", "name", "agent", "scopes", "expires_at", "revoked_at", "grace_until")
+KEY_FIELDS = ("key_id", "name", "agent", "scopes", "expires_at", "revoked_at", "grace_until", "rate_limit_get",
+              "rate_limit_mutation")
 MAX_GRACE = dt.timedelta(days=30)
 
 
@@ -151,4 +152,22 @@ def api_key_set_expiry(*, actor: Actor, api_key: ApiKey, expires_at: dt.datetime
     audit_record(actor=actor, action="api_key.set_expiry", target=key, before=before,
                  after=snapshot(key, KEY_FIELDS))
     broadcast("api_key")
+    return key
+
+
+@transaction.atomic
+def api_key_set_rate_limits(*, actor: Actor, api_key: ApiKey, rate_limit_get: str, rate_limit_mutation: str) -> ApiKey:
+    """Override this key's read and write rate limits ("" = RATE_LIMIT_GET / RATE_LIMIT_MUTATION),
+    e.g. for a bulk-ingest agent. Audited; every process applies it within a second."""
+    key = _locked(api_key)
+    if key.revoked_at is not None:
+        raise Conflict(f"Key {key.key_id} is revoked.", code="already_revoked")
+    before = snapshot(key, KEY_FIELDS)
+    key.rate_limit_get = rate_limit_get.strip()
+    key.rate_limit_mutation = rate_limit_mutation.strip()
+    key.full_clean()
+    key.save(update_fields=["rate_limit_get", "rate_limit_mutation"])
+    audit_record(actor=actor, action="api_key.set_rate_limits", target=key, before=before,
+                 after=snapshot(key, KEY_FIELDS))
+    broadcast("api_key")  # cached principals carry the limits
     return key

@@ -11,6 +11,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
+from apps.gateway.access import Op
+from apps.gateway.rest.public import public_read
 from apps.leaderboard import selectors
 from apps.leaderboard.caching import Built, cached_response
 from apps.leaderboard.charts import interval_chart, sparkline, trend_chart
@@ -101,18 +103,22 @@ def _board_page(request: HttpRequest, kind: str) -> HttpResponse:
     return cached_response(request, key=("page", kind, window), build=build)
 
 
+@public_read(Op.GET_LEADERBOARD)
 def models_page(request: HttpRequest) -> HttpResponse:
     return _board_page(request, "models")
 
 
+@public_read(Op.GET_LEADERBOARD)
 def prompts_page(request: HttpRequest) -> HttpResponse:
     return _board_page(request, "prompts")
 
 
+@public_read(Op.GET_LEADERBOARD)
 def suites_page(request: HttpRequest) -> HttpResponse:
     return _board_page(request, "suites")
 
 
+@public_read(Op.GET_LEADERBOARD)
 def model_page(request: HttpRequest, name: str) -> HttpResponse:
     window = _window(request)
     if window is None:
@@ -132,6 +138,7 @@ def model_page(request: HttpRequest, name: str) -> HttpResponse:
     return cached_response(request, key=("model", name, window), build=build)
 
 
+@public_read(Op.GET_LEADERBOARD)
 def prompt_page(request: HttpRequest, project_id: int, name: str) -> HttpResponse:
     window = _window(request)
     if window is None:
@@ -150,6 +157,7 @@ def prompt_page(request: HttpRequest, project_id: int, name: str) -> HttpRespons
     return cached_response(request, key=("prompt", str(project_id), name, window), build=build)
 
 
+@public_read(Op.GET_LEADERBOARD)
 def suite_page(request: HttpRequest, name: str) -> HttpResponse:
     window = _window(request)
     if window is None:

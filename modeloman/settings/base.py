@@ -2,6 +2,7 @@
 
 import datetime as dt
 import ipaddress
+import re
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -68,6 +69,23 @@ RESERVATION_TTL_SECONDS = env.int("RESERVATION_TTL_SECONDS", default=900)
 # Caps per subject (global, one project, one agent): admission checks every applicable cap.
 MAX_CAPS_PER_SUBJECT = env.int("MAX_CAPS_PER_SUBJECT", default=50)
 
+# Rate limits (apps/gateway/ratelimits.py; docs/runbooks.md, "A key is rate limited"): django-ratelimit
+# counts in the shared cache (Redis), per key for authenticated calls and per client address for
+# anonymous ones. Reads and writes have separate limits, which an operator can override per key in the
+# admin. RATE_LIMIT_AUTH_FAILURES bounds failed authentications (401s) per client address: past it,
+# that address is refused before its keys are even looked up. A rate is "count/period", e.g. 600/m.
+RATE_LIMITS_ENABLED = env.bool("RATE_LIMITS_ENABLED", default=True)
+RATE_LIMIT_GET = env.str("RATE_LIMIT_GET", default="600/m")
+RATE_LIMIT_MUTATION = env.str("RATE_LIMIT_MUTATION", default="60/m")
+RATE_LIMIT_AUTH_FAILURES = env.str("RATE_LIMIT_AUTH_FAILURES", default="30/m")
+for _name in ("RATE_LIMIT_GET", "RATE_LIMIT_MUTATION", "RATE_LIMIT_AUTH_FAILURES"):
+    if not re.fullmatch(r"[1-9][0-9]{0,8}/(?:[1-9][0-9]{0,4})?[smhd]", globals()[_name]):
+        raise ImproperlyConfigured(f"{_name} must be a count per period such as 600/m, not {globals()[_name]!r}.")
+# When the cache cannot count, get_usage reports it (we decide: writes fail closed, reads open)
+# instead of limiting every call.
+RATELIMIT_FAIL_OPEN = False
+RATELIMIT_USE_CACHE = "default"
+
 # Telemetry storage (SPEC §7). TIMESCALE: auto (use the extension if the server has it),
 # required (refuse to migrate or start without it), off (plain PostgreSQL tables).
 # Migrations read these variables from the environment too (they import no settings);
@@ -123,6 +141,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: it drops forwarded headers from untrusted peers before SecurityMiddleware reads them.
     "apps.gateway.identity.RequestContextMiddleware",
+    # Statement/lock timeouts in plain views → 503 problem (the API's exception handler does the same).
+    "apps.gateway.rest.problems.OperationalFailureMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -206,8 +226,41 @@ MIGRATION_DATABASE_URL = env.str("MIGRATION_DATABASE_URL", default="")
 OWNER_COMMANDS = ("migrate", "telemetry_maintenance")
 if MIGRATION_DATABASE_URL and sys.argv[1:2] and sys.argv[1] in OWNER_COMMANDS:
     DATABASES["default"] = env.db_url_config(MIGRATION_DATABASE_URL)
+# Connections: persistent, one per gunicorn worker thread and per gRPC worker thread, kept for
+# CONN_MAX_AGE seconds and health-checked before reuse — not psycopg's pool (Django's OPTIONS "pool"). Each
+# thread serves one request at a time and needs one connection for all of it, so a per-process pool
+# would be as large as the thread count anyway; it cannot be shared across gunicorn's processes, would
+# add a dependency (psycopg-pool) and forbids CONN_MAX_AGE. The connection budget is
+# WEB_CONCURRENCY × WEB_THREADS + GRPC_MAX_WORKERS (+ the invalidation listener, one per process):
+# keep it under the role's connection limit (docs/runbooks.md, "Database timeouts and connections").
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# Timeouts for the application role: a connect that hangs, a statement that runs away or a lock that
+# is not granted end the request with a 503 `database_timeout` (modeloman/transactions.py) instead of
+# holding a worker. Requests are short (the slowest, a 1,000-attempt batch, takes well under a second),
+# so 5 s is generous; 2 s of waiting for a lock means something holds it far longer than any request
+# should. The maintenance commands (and migrate) run long scans and refreshes: they get
+# DB_MAINTENANCE_STATEMENT_TIMEOUT_MS but keep the short lock timeout, because a DDL lock waiting in the
+# queue blocks every request behind it: better to give up and retry on the next run.
+DB_CONNECT_TIMEOUT = env.int("DB_CONNECT_TIMEOUT", default=5)
+DB_STATEMENT_TIMEOUT_MS = env.int("DB_STATEMENT_TIMEOUT_MS", default=5000)
+DB_LOCK_TIMEOUT_MS = env.int("DB_LOCK_TIMEOUT_MS", default=2000)
+DB_MAINTENANCE_STATEMENT_TIMEOUT_MS = env.int("DB_MAINTENANCE_STATEMENT_TIMEOUT_MS", default=30 * 60 * 1000)
+MAINTENANCE_COMMANDS = ("migrate", "telemetry_maintenance", "data_growth_check", "verify_audit", "seed_demo")
+for _name in ("DB_CONNECT_TIMEOUT", "DB_STATEMENT_TIMEOUT_MS", "DB_LOCK_TIMEOUT_MS",
+              "DB_MAINTENANCE_STATEMENT_TIMEOUT_MS"):
+    if globals()[_name] < 0:
+        raise ImproperlyConfigured(f"{_name} must be 0 (no limit) or more.")
+_statement_timeout = (DB_MAINTENANCE_STATEMENT_TIMEOUT_MS if sys.argv[1:2] and sys.argv[1] in MAINTENANCE_COMMANDS
+                      else DB_STATEMENT_TIMEOUT_MS)
+_db_options = DATABASES["default"].setdefault("OPTIONS", {})
+_db_options.setdefault("connect_timeout", DB_CONNECT_TIMEOUT)
+# Startup parameters (libpq `options`): set once per connection, no extra round trip per request.
+_db_options["options"] = " ".join(filter(None, [
+    _db_options.get("options", ""),
+    f"-c statement_timeout={_statement_timeout}",
+    f"-c lock_timeout={DB_LOCK_TIMEOUT_MS}",
+]))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -1,8 +1,8 @@
 """The guard every ControlPlane call passes, in this order:
 
 1. call scope: database connection hygiene, request id, client address; failures → status (`_call_scope`)
-2-4. access table, authentication, scope and agent status (`_admit_caller`)
-5. rate limits (their hook: `_guard_unary` / `_guard_stream`)
+2-5. access table, authentication (failed ones rate limited per address), scope and agent status,
+     the rate limit (apps.gateway.ratelimits) and a `signed` write's signature (`_admit_caller`)
 6. idempotency for every `write` of the access table (`_once`)
 7. the method itself, which reads the caller with `current_principal()`
 
@@ -15,7 +15,7 @@ wrapper, and so the key lookup, runs in the worker thread with the call.
 A `signed` operation (policy and cap writes) also needs a valid request signature in the metadata
 (`x-mm-timestamp`, `x-mm-nonce`, `x-mm-signature`) over its method path and the request bytes as
 received: its deserializer is wrapped to keep those bytes (`_keeping_bytes`), and the guard's
-`_check_signature` step verifies them (apps.gateway.signing) after authentication and scope.
+`_check_signature` step verifies them (apps.gateway.signing) after authentication, scope and rate limit.
 
 The servicer reads the authenticated key with `current_principal()`.
 """
@@ -37,8 +37,9 @@ from django.db import close_old_connections
 from google.protobuf import json_format, message_factory
 from google.protobuf.message import Message
 
+from apps.gateway import ratelimits
 from apps.gateway.access import OPERATIONS, AccessClass, Operation, require_access
-from apps.gateway.auth import Principal, authenticate_token
+from apps.gateway.auth import Principal
 from apps.gateway.grpc.errors import Failure, failure_for
 from apps.gateway.grpc.gen.modeloman.v1 import control_plane_pb2
 from apps.gateway.idempotency import idempotent
@@ -158,16 +159,21 @@ def _call_scope(context: grpc.ServicerContext) -> Iterator[Call]:
 
 
 def _admit_caller(operation: Operation | None, name: str, call: Call, request: Any) -> Principal | None:
-    """Steps 2-4: the access table (unlisted methods are denied), authentication (in this worker
-    thread), scope and agent status, and the signature of a signed write. None for a public operation."""
+    """Steps 2-5: the access table (unlisted methods are denied), authentication (in this worker
+    thread), scope and agent status, the rate limit, and the signature of a signed write. None for
+    a public operation (rate limited by client address)."""
     if operation is None:
         raise _refuse(grpc.StatusCode.PERMISSION_DENIED, "permission_denied",
                       f"Operation {name!r} is not in the access table.")
-    if operation.access is AccessClass.PUBLIC_READ:
-        return None
-    principal = authenticate_token(_bearer_token(call.metadata))  # AuthenticationFailed: UNAUTHENTICATED
-    require_access(operation.name, principal)  # MissingScope / Forbidden: PERMISSION_DENIED
-    _check_signature(operation, principal, call.metadata, request)  # UNAUTHENTICATED with its code
+    principal = None
+    if operation.access is not AccessClass.PUBLIC_READ:
+        # AuthenticationFailed: UNAUTHENTICATED with its code; too many failures from this address:
+        # RESOURCE_EXHAUSTED before the key is looked up.
+        principal = ratelimits.authenticate(_bearer_token(call.metadata))
+        require_access(operation.name, principal)  # MissingScope / Forbidden: PERMISSION_DENIED
+    ratelimits.check(operation, principal)  # RESOURCE_EXHAUSTED (+ retry-after), or UNAVAILABLE for writes
+    if principal is not None:
+        _check_signature(operation, principal, call.metadata, request)  # UNAUTHENTICATED with its code
     return principal
 
 
@@ -220,7 +226,9 @@ def _abort(context: grpc.ServicerContext, exc: Exception, request_id: str) -> No
         logger.exception("gRPC call failed", extra={"request_id": request_id})
         failure = Failure(grpc.StatusCode.INTERNAL, "internal_error",
                           f"Something went wrong (request id {request_id}).")
-    context.set_trailing_metadata(((REQUEST_ID, request_id), (ERROR_CODE, failure.code)))
+    # A domain error's REST headers travel as trailing metadata too (retry-after, ratelimit-*).
+    headers = tuple((name.lower(), value) for name, value in getattr(exc, "headers", {}).items())
+    context.set_trailing_metadata(((REQUEST_ID, request_id), (ERROR_CODE, failure.code), *headers))
     context.abort(failure.status, failure.details)
 
 
@@ -235,7 +243,6 @@ def _guard_unary(operation: Operation | None, name: str, behaviour: Behaviour) -
     def guarded(request: Any, context: grpc.ServicerContext) -> Any:
         with _call_scope(context) as call:
             principal = _admit_caller(operation, name, call, request)
-            # Step 5 (rate limits, per key or per client address) goes here, once the caller is known.
             message = _message(request)
             with _acting_as(principal):
                 if operation is not None and operation.is_write and principal is not None:

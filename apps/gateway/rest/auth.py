@@ -13,8 +13,9 @@ from rest_framework import authentication, exceptions
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
+from apps.gateway import ratelimits
 from apps.gateway.access import require_access
-from apps.gateway.auth import Principal, authenticate_token
+from apps.gateway.auth import Principal
 from apps.gateway.errors import AuthenticationFailed
 from apps.gateway.signing import check_signed_write
 
@@ -32,7 +33,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
                 "Send the key as `Authorization: Bearer <token>`.", code="token_malformed"
             )
         try:
-            principal = authenticate_token(token.strip())
+            principal = ratelimits.authenticate(token.strip())
         except AuthenticationFailed as failure:
             # DRF's own exception, so that DRF marks the request unauthenticated and sends
             # WWW-Authenticate; the problem handler keeps the specific code.
@@ -56,15 +57,17 @@ def signed_path(request: Request) -> str:
 
 class OperationPermission(BasePermission):
     """The access table, for every DRF view: the view's operation for this method is looked up,
-    a `write` is only served by a view that runs writes under an idempotency key, and a `signed`
-    one only with a valid request signature (checked before the idempotency claim, so a retry
-    needs a fresh nonce too)."""
+    a `write` is only served by a view that runs writes under an idempotency key, the call is
+    counted against its rate limit (429 / 503 for a write the limit cannot be checked for), and a
+    `signed` write needs a valid request signature (checked before the idempotency claim, so a
+    retry needs a fresh nonce too)."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
         operation = require_access(operation_of(view, request.method or ""), request.auth)
         if operation.is_write and not getattr(view, "writes_are_idempotent", False):
             raise ImproperlyConfigured(f"{type(view).__name__} serves the write {operation.name} but is not a "
                                        "GatewayApi: it would run without an idempotency key.")
+        ratelimits.check(operation, request.auth)
         check_signed_write(operation=operation, principal=request.auth, method=request.method or "",
                            path=signed_path(request), body=lambda: request.body, header=request.headers.get)
         return True

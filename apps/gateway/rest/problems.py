@@ -8,6 +8,7 @@ Clients branch on `code`, never on `detail` text.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -15,10 +16,12 @@ from django.core.exceptions import RequestDataTooBig
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from django_ratelimit.exceptions import Ratelimited
 from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
-from apps.gateway.errors import DomainError, problem_body
+from apps.gateway.errors import DomainError, RateLimited, problem_body
+from modeloman.transactions import database_timeout
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ _DRF_CODES: list[tuple[type[drf.APIException], str, str]] = [
 def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF `EXCEPTION_HANDLER`: every error leaves the API as problem+json."""
     headers: dict[str, str] = {}
+    exc = operational_failure(exc) or exc
     if isinstance(exc, DomainError):
         status, code, title, detail, extra = exc.status, exc.code, exc.title, exc.detail, exc.extra
         headers.update(exc.headers)
@@ -106,3 +110,33 @@ def server_error(request: HttpRequest) -> HttpResponse:
         )
         return JsonResponse(body, status=500, content_type=PROBLEM_CONTENT_TYPE)
     return defaults.server_error(request)
+
+
+def problem_response(error: DomainError) -> JsonResponse:
+    """A domain error as problem+json outside DRF (plain Django views, middleware)."""
+    body = problem_body(status=error.status, code=error.code, title=error.title, detail=error.detail, **error.extra)
+    return JsonResponse(body, status=error.status, headers=dict(error.headers), content_type=PROBLEM_CONTENT_TYPE)
+
+
+def operational_failure(exc: Exception) -> DomainError | None:
+    """Exceptions from below the services that still have a proper answer: a statement or lock
+    timeout (503 database_timeout), and django-ratelimit's own `Ratelimited` (a PermissionDenied,
+    which would otherwise be a 403) should anything ever raise it."""
+    if isinstance(exc, Ratelimited):
+        return RateLimited("Too many requests; retry later.")
+    return database_timeout(exc)
+
+
+class OperationalFailureMiddleware:
+    """`operational_failure` for plain Django views (leaderboard pages, health), as the API's
+    exception handler does for DRF views: a problem, not a 500 with a stack trace or a 403."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        failure = operational_failure(exception)
+        return problem_response(failure) if failure is not None else None
