@@ -51,3 +51,8 @@ CSRF_COOKIE_HTTPONLY = True
 ADMIN_REQUIRE_OTP = env.bool("ADMIN_REQUIRE_OTP", default=True)
 X_FRAME_OPTIONS = "DENY"
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# One JSON object per line (modeloman.logs). The request line says what Django's "Unauthorized: ..."
+# and "Not Found: ..." warnings would repeat; its errors (5xx, with their traceback) are still logged.
+LOGGING["handlers"]["console"]["formatter"] = "json"  # noqa: F405
+LOGGING["loggers"]["django.request"] = {"level": "ERROR"}  # noqa: F405

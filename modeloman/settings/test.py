@@ -1,6 +1,8 @@
 """pytest settings: real PostgreSQL (DATABASE_URL or the embedded server) and real Redis
 when REDIS_URL is set."""
 
+import tempfile
+
 from .base import *  # noqa: F403
 from .base import env
 
@@ -11,3 +13,5 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# Each test run (and the servers its tests start, which inherit the variable) gets its own metrics files.
+METRICS_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="") or tempfile.mkdtemp(prefix="modeloman-metrics-")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -22,10 +23,12 @@ from typing import Any
 import grpc
 from django.db import close_old_connections
 
+from apps.gateway import metrics
 from apps.gateway.access import OPERATIONS, AccessClass, Operation, require_access
 from apps.gateway.auth import Principal, authenticate_token
 from apps.gateway.grpc.errors import Failure, failure_for
 from apps.gateway.identity import client_address, new_request_id, request_context
+from apps.gateway.observe import request_finished, request_started
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +79,7 @@ def _bearer_token(metadata: dict[str, str]) -> str:
         raise _refuse(grpc.StatusCode.UNAUTHENTICATED, "not_authenticated", "A valid API key is required.")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
+        metrics.auth_failed("token_malformed")
         raise _refuse(grpc.StatusCode.UNAUTHENTICATED, "token_malformed",
                       "Send the key as metadata `authorization: Bearer <token>`.")
     return token.strip()
@@ -91,6 +95,24 @@ def _authorize(operation: Operation, metadata: dict[str, str]) -> Principal | No
     return principal
 
 
+class _Observed:
+    """What the call's metrics sample and log line say (apps.gateway.observe): filled in as the
+    guard learns it, reported once when the call ends, however it ends."""
+
+    def __init__(self, name: str, request_id: str) -> None:
+        self.name, self.request_id = name, request_id
+        self.status = "OK"
+        self.key_id: str | None = None
+        self.client: str | None = None
+        self.started = time.perf_counter()
+        request_started("grpc")
+
+    def finish(self) -> None:
+        request_finished(transport="grpc", operation=self.name, status=self.status,
+                         seconds=time.perf_counter() - self.started, request_id=self.request_id,
+                         key_id=self.key_id, client=self.client)
+
+
 @contextmanager
 def _guarded_call(operation: Operation | None, name: str, context: grpc.ServicerContext) -> Iterator[None]:
     """Everything around one call, as Django's request cycle does around a view: fresh database
@@ -101,27 +123,31 @@ def _guarded_call(operation: Operation | None, name: str, context: grpc.Servicer
     request_id = new_request_id(metadata.get(REQUEST_ID))
     close_old_connections()
     principal_token = None
+    observed = _Observed(name, request_id)
     try:
         # The client's identity: the peer, or what a trusted proxy forwarded (as REST does).
-        client_ip = client_address(peer_ip(context) or "", metadata.get("x-forwarded-for", ""))
+        client_ip = observed.client = client_address(peer_ip(context) or "", metadata.get("x-forwarded-for", ""))
         with request_context(client_ip=client_ip, request_id=request_id):
             try:
                 if operation is None:  # not in the access table: denied
                     raise _refuse(grpc.StatusCode.PERMISSION_DENIED, "permission_denied",
                                   f"Operation {name!r} is not in the access table.")
-                principal_token = _principal_var.set(_authorize(operation, metadata))
+                principal = _authorize(operation, metadata)
+                observed.key_id = principal.key_id if principal else None
+                principal_token = _principal_var.set(principal)
                 yield
             except Exception as exc:  # noqa: BLE001  # every failure leaves with a status, never UNKNOWN
-                _abort(context, exc, request_id)
+                _abort(context, exc, request_id, observed)
             else:
                 context.set_trailing_metadata(((REQUEST_ID, request_id),))
     finally:
         if principal_token is not None:
             _principal_var.reset(principal_token)
         close_old_connections()
+        observed.finish()
 
 
-def _abort(context: grpc.ServicerContext, exc: Exception, request_id: str) -> None:
+def _abort(context: grpc.ServicerContext, exc: Exception, request_id: str, observed: _Observed) -> None:
     if isinstance(exc, CallRefused):
         failure: Failure | None = exc.failure
     elif isinstance(exc, NotImplementedError):
@@ -130,10 +156,12 @@ def _abort(context: grpc.ServicerContext, exc: Exception, request_id: str) -> No
         failure = failure_for(exc)
     if failure is None:
         if context.code() is not None:  # the method set its own status (context.abort): keep it
+            observed.status = getattr(context.code(), "name", str(context.code()))
             raise exc
         logger.exception("gRPC call failed", extra={"request_id": request_id})
         failure = Failure(grpc.StatusCode.INTERNAL, "internal_error",
                           f"Something went wrong (request id {request_id}).")
+    observed.status = failure.status.name
     context.set_trailing_metadata(((REQUEST_ID, request_id), (ERROR_CODE, failure.code)))
     context.abort(failure.status, failure.details)
 
