@@ -57,8 +57,11 @@ def http(method: str, url: str, *, token: str | None = None, body: dict | None =
 
 
 @contextmanager
-def gunicorn_server(*, workers: int = 2, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Serve the WSGI app with real gunicorn workers on a loopback port; yield its base URL."""
+def gunicorn_server(*, workers: int = 2, env: dict[str, str] | None = None, config: bool = False,
+                    log_path: Path | None = None) -> Iterator[str]:
+    """Serve the WSGI app with real gunicorn workers on a loopback port; yield its base URL.
+    `config`: with deploy/gunicorn.conf.py (metrics files, logging) as in production. `log_path`:
+    keep the server's output there (else it is thrown away)."""
     port = free_port()
     child_env = {
         **os.environ,
@@ -67,10 +70,12 @@ def gunicorn_server(*, workers: int = 2, env: dict[str, str] | None = None) -> I
         "AUTH_CACHE_MAX_AGE_SECONDS": "600",  # only active invalidation can explain a fast refusal
         **(env or {}),
     }
-    log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
+    log = (open(log_path, "wb") if log_path else  # noqa: SIM115
+           tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False))
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "modeloman.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(workers), "--log-level", "warning"],
+         "--workers", str(workers), "--log-level", "warning",
+         *(["--config", str(BASE_DIR / "deploy" / "gunicorn.conf.py")] if config else [])],
         cwd=BASE_DIR, env=child_env, stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
@@ -89,7 +94,9 @@ def gunicorn_server(*, workers: int = 2, env: dict[str, str] | None = None) -> I
     finally:
         process.terminate()
         process.wait(timeout=10)
-        os.unlink(log.name)
+        log.close()
+        if not log_path:
+            os.unlink(log.name)
 
 
 @contextmanager

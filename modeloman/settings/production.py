@@ -1,5 +1,6 @@
 """Production: every secret comes from the environment, and weak ones are refused."""
 
+import logging
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -56,3 +57,4 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 # and "Not Found: ..." warnings would repeat; its errors (5xx, with their traceback) are still logged.
 LOGGING["handlers"]["console"]["formatter"] = "json"  # noqa: F405
 LOGGING["loggers"]["django.request"] = {"level": "ERROR"}  # noqa: F405
+logging.captureWarnings(True)  # Python warnings become JSON lines too, not bare text on stderr
