@@ -51,6 +51,7 @@ bench: $(VENV)/.dev
 	$(PY) bench/keys_verify.py
 	$(PY) bench/admission.py --seconds 10 --rate 500
 	$(PY) bench/ingest.py --rows 50000
+	$(PY) bench/metrics_overhead.py --seconds 8
 
 superuser: export DJANGO_SETTINGS_MODULE ?= modeloman.settings.local
 superuser: $(VENV)/.runtime

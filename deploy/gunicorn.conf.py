@@ -20,8 +20,8 @@ errorlog = "-"
 
 # Prometheus multiprocess mode (apps/gateway/metrics.py): the workers write their samples under
 # PROMETHEUS_MULTIPROC_DIR as group "web"; /metrics merges every process's files.
-METRICS_DIR = os.environ.setdefault(
-    "PROMETHEUS_MULTIPROC_DIR", str(Path(__file__).resolve().parent.parent / "var" / "metrics"))
+METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"] = (
+    os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(Path(__file__).resolve().parent.parent / "var" / "metrics"))
 os.environ["MODELOMAN_METRICS_GROUP"] = "web"
 
 

@@ -96,7 +96,7 @@ DATA_GROWTH_MAX_SIZE = env.str("DATA_GROWTH_MAX_SIZE", default="")
 # best a tmpfs such as /run/modeloman/metrics; `/metrics` merges them. It is served to loopback
 # clients, or to anyone sending `Authorization: Bearer <METRICS_TOKEN>`; to everyone else it is a 404.
 METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)
-METRICS_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "metrics"))
+METRICS_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="") or str(VAR_DIR / "metrics")
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 INSTALLED_APPS = [

@@ -35,6 +35,7 @@ SECRET_KEY = _strong_secret("SECRET_KEY", min_length=SECRET_KEY_MIN_LENGTH)
 KEY_PEPPER = _strong_secret("KEY_PEPPER", min_length=PEPPER_MIN_LENGTH)
 # Keys digested with the previous pepper still authenticate: it is as much a secret as the current one.
 KEY_PEPPER_PREVIOUS = _strong_secret("KEY_PEPPER_PREVIOUS", min_length=PEPPER_MIN_LENGTH, optional=True)
+METRICS_TOKEN = _strong_secret("METRICS_TOKEN", min_length=PEPPER_MIN_LENGTH, optional=True)
 if KEY_PEPPER_PREVIOUS == KEY_PEPPER:
     raise ImproperlyConfigured("KEY_PEPPER_PREVIOUS must differ from KEY_PEPPER (leave it empty after a rotation).")
 DEBUG = False
