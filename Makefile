@@ -58,6 +58,7 @@ bench: $(VENV)/.dev
 	$(PY) bench/ingest.py --rows 50000
 	$(MAKE) bench-http
 	$(PY) bench/ratelimits.py --seconds 5 --rounds 6
+	$(PY) bench/metrics_overhead.py --seconds 8
 
 ## Over the wire: real gunicorn (production settings) on loopback, driven by wrk (apt-get install wrk).
 ## Needs REDIS_URL; DATABASE_URL unset means the embedded server. Its own database, dropped after.

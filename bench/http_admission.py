@@ -58,8 +58,8 @@ from django.utils import timezone  # noqa: E402
 from ingest import BATCH, MODELS, count_and_clear, make_items, timed_pass  # noqa: E402
 
 from apps.audit.services import Actor  # noqa: E402
+from apps.gateway.auth import authenticate_token  # noqa: E402
 from apps.keys import services as key_services  # noqa: E402
-from apps.keys.authentication import authenticate_token  # noqa: E402
 from apps.keys.models import Agent, Project  # noqa: E402
 from apps.policy import services as policy_services  # noqa: E402
 from apps.policy.models import AdmissionDecision, ModelPrice, PolicyCap, Reservation  # noqa: E402

@@ -11,19 +11,46 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.urls import path
 
 
 class ModeloManAdminSite(admin.AdminSite):
     """Password and TOTP code in one login form (modeloman.admin_security); TOTP devices are never
-    registered here: they are enrolled only by the audited `enrol_otp_device` command."""
+    registered here: they are enrolled only by the audited `enrol_otp_device` command.
+
+    The index is the operator's console (modeloman/console.py), with the global kill switch one
+    click away; "view site" leads to the public leaderboard."""
 
     login_template = "admin/otp_login.html"
+    index_template = "admin/console.html"
+    site_header = "ModeloMan"
+    site_title = "ModeloMan operators"
+    index_title = "Console"
+    site_url = "/"
 
     def __init__(self, name: str = "admin") -> None:
         super().__init__(name)
         from modeloman.admin_security import AdminLoginForm
 
         self.login_form = AdminLoginForm
+
+    def index(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        from modeloman.console import console_context
+
+        return super().index(request, {**console_context(), **(extra_context or {})})
+
+    def get_urls(self) -> list:
+        return [path("kill-switch/", self.admin_view(self.global_kill_switch), name="global_kill_switch"),
+                *super().get_urls()]
+
+    def global_kill_switch(self, request: HttpRequest) -> HttpResponse:
+        from modeloman.console import global_kill_switch_view
+
+        if not request.user.has_perm("policy.change_policy"):
+            raise PermissionDenied
+        return global_kill_switch_view(request, self)
 
 
 class ModeloManAdminConfig(AdminConfig):

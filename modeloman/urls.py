@@ -4,6 +4,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from apps.export.apis import ExportApi
+from apps.gateway.rest.observe import metrics_view
 from apps.keys.apis import WhoAmIApi
 from apps.leaderboard.apis import LeaderboardApi
 from apps.policy.apis import AdmissionsApi, CapDetailApi, CapsApi, PolicyApi
@@ -39,6 +40,7 @@ api_v1 = [
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]),
          name="schema"),
     path("api/v1/", include((api_v1, "api"))),

@@ -1,6 +1,9 @@
+import shutil
 import uuid
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db.backends.signals import connection_created
 from django.dispatch import receiver
 from rest_framework.test import APIClient
@@ -45,3 +48,12 @@ def bearer():
 
     return _headers
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _metrics_directory():
+    """The test run's own metrics files (modeloman/settings/test.py) go when the run ends."""
+    yield
+    directory = Path(settings.METRICS_DIR)
+    if directory.name.startswith("modeloman-metrics-"):
+        shutil.rmtree(directory, ignore_errors=True)

@@ -57,8 +57,11 @@ def http(method: str, url: str, *, token: str | None = None, body: dict | None =
 
 
 @contextmanager
-def gunicorn_server(*, workers: int = 2, env: dict[str, str] | None = None) -> Iterator[str]:
-    """Serve the WSGI app with real gunicorn workers on a loopback port; yield its base URL."""
+def gunicorn_server(*, workers: int = 2, env: dict[str, str] | None = None,
+                    log_path: Path | None = None) -> Iterator[str]:
+    """Serve the WSGI app with real gunicorn workers, as deployed (deploy/gunicorn.conf.py: threaded
+    workers, metrics files, logging), on a loopback port; yield its base URL. `log_path`: keep the
+    server's output there (else it is thrown away)."""
     port = free_port()
     child_env = {
         **os.environ,
@@ -67,7 +70,8 @@ def gunicorn_server(*, workers: int = 2, env: dict[str, str] | None = None) -> I
         "AUTH_CACHE_MAX_AGE_SECONDS": "600",  # only active invalidation can explain a fast refusal
         **(env or {}),
     }
-    log = tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
+    log = (open(log_path, "wb") if log_path else  # noqa: SIM115
+           tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False))
     process = subprocess.Popen(
         # The deployed worker model (deploy/gunicorn.conf.py: threaded workers), with `workers` processes.
         [sys.executable, "-m", "gunicorn", "modeloman.wsgi:application", "--config", "deploy/gunicorn.conf.py",
@@ -90,7 +94,9 @@ def gunicorn_server(*, workers: int = 2, env: dict[str, str] | None = None) -> I
     finally:
         process.terminate()
         process.wait(timeout=10)
-        os.unlink(log.name)
+        log.close()
+        if not log_path:
+            os.unlink(log.name)
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
+from apps.gateway import metrics
 from apps.gateway.errors import AuthenticationFailed
 from apps.keys import tokens
 from apps.keys.models import Agent, ApiKey
@@ -53,6 +54,7 @@ class Principal:
 
 
 def _refused(code: str, detail: str) -> AuthenticationFailed:
+    metrics.auth_failed(code)
     return AuthenticationFailed(detail, code=code)
 
 

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from apps.gateway import metrics
 from apps.gateway.errors import Conflict, InvalidInput, PreconditionFailed
 from apps.gateway.models import IdempotencyRecord
 from modeloman.transactions import atomic_with_retry
@@ -154,8 +155,13 @@ def idempotent(*, principal: KeyOwner, key: str | None, operation: str, request:
     Raises 400 for a missing or malformed key, 422 when the key was used for another request,
     409 while the first request with the key is still running."""
     check_key(key)
-    claim = _claim(principal_scope(principal), key, operation, _fingerprint(operation, request))
+    try:
+        claim = _claim(principal_scope(principal), key, operation, _fingerprint(operation, request))
+    except (Conflict, KeyReused) as refused:
+        metrics.idempotency_conflict(operation, refused.code)
+        raise
     if isinstance(claim, IdempotencyRecord):
+        metrics.idempotency_replayed(operation)
         return Outcome(claim.response_status, claim.response_body, replayed=True)
 
     def write_and_store() -> tuple[int, Any]:

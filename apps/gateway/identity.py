@@ -32,8 +32,9 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
 
 def new_request_id(candidate: str | None = None) -> str:
-    """Keep a well-formed inbound id (so logs join up across Caddy); mint one otherwise."""
-    if candidate and _REQUEST_ID_RE.match(candidate):
+    """Keep a well-formed inbound id (so logs join up across Caddy); mint one otherwise. An id that
+    looks like an API key is refused: request ids are logged, echoed and stored in audit rows."""
+    if candidate and _REQUEST_ID_RE.match(candidate) and not candidate.lower().startswith("mmk_"):
         return candidate
     return uuid.uuid4().hex
 

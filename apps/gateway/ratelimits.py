@@ -13,7 +13,7 @@ Both adapters call the same two functions, after the request context (client add
 
 When the cache cannot count, writes fail closed (`RateLimitUnavailable`, 503, before anything is
 written) and reads fail open (public pages and health stay up). Each outcome is counted (`counts()`,
-and the `rate_limit_event` signal for the metrics module) and logged at most once per
+and the metrics module's counters) and logged at most once per
 LOG_INTERVAL_SECONDS, not once per request.
 
 Windows are django-ratelimit's: fixed, `period` seconds long, with a per-key offset so that all
@@ -30,9 +30,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.dispatch import Signal
 from django_ratelimit.core import get_usage
 
+from apps.gateway import metrics
 from apps.gateway.access import Operation, RateClass
 from apps.gateway.auth import Principal, authenticate_token
 from apps.gateway.errors import AuthenticationFailed, RateLimited, Unavailable
@@ -47,10 +47,6 @@ FAIL_CLOSED = "fail_closed"  # the cache could not count; the write was refused 
 
 AUTH_FAILURES = "auth_failures"  # the group of the failed-authentication limit
 LOG_INTERVAL_SECONDS = 60.0
-
-# Sent for every REJECTED / FAIL_OPEN / FAIL_CLOSED outcome, with `outcome` and `limit` (a RateClass
-# value or AUTH_FAILURES): the metrics module subscribes to it.
-rate_limit_event = Signal()
 
 _counts: Counter[tuple[str, str]] = Counter()
 _last_logged: dict[str, float] = {}
@@ -94,7 +90,9 @@ def counts() -> dict[tuple[str, str], int]:
         return dict(_counts)
 
 
-def _record(outcome: str, limit: str) -> None:
+def _record(outcome: str, limit: str, *, operation: str = "", key_id: str | None = None) -> None:
+    """Count one outcome here (`counts()`) and in the metrics (/metrics, the console's list of
+    rate-limited keys); a cache failure is logged at most once per LOG_INTERVAL_SECONDS."""
     with _lock:
         _counts[outcome, limit] += 1
         log_now = False
@@ -108,7 +106,12 @@ def _record(outcome: str, limit: str) -> None:
     if log_now:
         logger.warning("rate limits: the cache cannot count; %s (%s) — %d more since the last message",
                        "writes refused" if outcome == FAIL_CLOSED else "reads served unlimited", limit, unlogged)
-    rate_limit_event.send(sender=None, outcome=outcome, limit=limit)
+    if outcome == REJECTED:
+        metrics.rate_limit_rejected(operation or limit, key_id=key_id)
+    elif outcome == FAIL_OPEN:
+        metrics.rate_limit_fail_open()
+    else:
+        metrics.rate_limit_fail_closed()
 
 
 def client_bucket(address: str | None) -> str:
@@ -152,12 +155,12 @@ def check(operation: Operation, principal: Principal | None) -> Usage | None:
     usage = _usage(f"gateway:{rate_class}", rate_for(rate_class, principal), bucket, increment=True)
     if usage is None:
         if rate_class is RateClass.MUTATION:
-            _record(FAIL_CLOSED, rate_class)
+            _record(FAIL_CLOSED, rate_class, operation=operation.name)
             raise RateLimitUnavailable("Rate limits cannot be checked right now, so writes are refused; retry shortly.")
-        _record(FAIL_OPEN, rate_class)
+        _record(FAIL_OPEN, rate_class, operation=operation.name)
         return None
     if usage.exceeded:
-        _record(REJECTED, rate_class)
+        _record(REJECTED, rate_class, operation=operation.name, key_id=principal.key_id if principal else None)
         raise RateLimitExceeded(f"Rate limit of {usage.limit} {rate_class} calls per window reached; retry in "
                                 f"{usage.reset} s.", usage=usage)
     return usage

@@ -27,6 +27,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from apps.gateway import metrics
 from apps.gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
 from apps.keys.models import Agent
 from apps.policy.models import (
@@ -151,6 +152,7 @@ def admit(*, principal, model: str, estimated_input_tokens: int, estimated_outpu
     result = Admission(allowed=not reasons, reasons=reasons, dry_run_would_deny=would, estimated_cost_usd=cost)
     if reasons:
         _record_decision(policy, model, result, tokens)
+        _count_decision(result)
         return result
 
     windows = [(c, window_start(c.window, now)) for c in caps]
@@ -171,7 +173,14 @@ def admit(*, principal, model: str, estimated_input_tokens: int, estimated_outpu
             result.reservation_id = reservation_id
     if not result.allowed or result.dry_run_would_deny:
         _record_decision(policy, model, result, tokens)
+    _count_decision(result)
     return result
+
+
+def _count_decision(result: Admission) -> None:
+    # On commit: an admission inside a transaction that rolls back was never decided.
+    transaction.on_commit(lambda: metrics.admission_decided(
+        allowed=result.allowed, reasons=result.reasons, dry_run_would_deny=result.dry_run_would_deny))
 
 
 def _reserve(windows: list[tuple[CapRule, dt.datetime]], amounts: list[Decimal], *, reservation_id: uuid.UUID,
@@ -391,5 +400,6 @@ def reservations_expire(*, now: dt.datetime | None = None, batch_size: int = 500
 
     released = 0
     while count := atomic_with_retry(release_batch):
+        metrics.reservations_expired(count)
         released += count
     return released

@@ -274,6 +274,7 @@ class UsageLedger(models.Model):
                 name="ledger_within_limit",
             ),
         ]
+        indexes = [models.Index(fields=["window_start"], name="ledger_window_start")]  # the console's current windows
 
     def __str__(self) -> str:
         return f"{self.cap_id}@{self.window_start:%Y-%m-%d %H:%M}: {self.used}+{self.reserved}/{self.limit_snapshot}"
@@ -304,6 +305,7 @@ class Reservation(models.Model):
             models.Index(fields=["expires_at"], condition=Q(state="held"), name="reservation_held_expiry"),
             # telemetry_maintenance purges finished reservations by age
             models.Index(fields=["finished_at"], condition=~Q(state="held"), name="reservation_finished"),
+            models.Index(fields=["created_at"], name="reservation_created"),  # the console's last hour
         ]
 
     def __str__(self) -> str:

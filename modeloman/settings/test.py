@@ -1,6 +1,8 @@
 """pytest settings: real PostgreSQL (DATABASE_URL or the embedded server) and real Redis
 when REDIS_URL is set."""
 
+import tempfile
+
 from .base import *  # noqa: F403
 from .base import DATABASES, DB_LOCK_TIMEOUT_MS, env
 
@@ -22,3 +24,5 @@ RATE_LIMIT_AUTH_FAILURES = env.str("RATE_LIMIT_AUTH_FAILURES", default="1000000/
 # than the production statement timeout; tests that need a short one SET it themselves
 # (tests/gateway/test_database_timeouts.py checks the production options).
 DATABASES["default"]["OPTIONS"]["options"] = f"-c statement_timeout=60000 -c lock_timeout={DB_LOCK_TIMEOUT_MS}"
+# Each test run (and the servers its tests start, which inherit the variable) gets its own metrics files.
+METRICS_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="") or tempfile.mkdtemp(prefix="modeloman-metrics-")

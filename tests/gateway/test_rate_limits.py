@@ -21,6 +21,7 @@ from apps.keys import services, tokens
 from apps.keys.models import ApiKey
 from apps.telemetry.models import Run
 from tests.factories import TEST_ACTOR, issue_key
+from tests.observe.metrics_text import value as metric_value
 from tests.processes import free_port
 
 pytestmark = pytest.mark.django_db
@@ -196,6 +197,7 @@ def test_with_the_cache_down_writes_fail_closed_and_reads_stay_up(client, own_re
         process.terminate()
         process.wait(timeout=10)
         before = ratelimits.counts()
+        scraped_before = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
         runs, records = Run.objects.count(), IdempotencyRecord.objects.count()
 
         with caplog.at_level(logging.WARNING, logger="apps.gateway.ratelimits"):
@@ -211,12 +213,19 @@ def test_with_the_cache_down_writes_fail_closed_and_reads_stay_up(client, own_re
         assert client.get("/", REMOTE_ADDR=ip).status_code == 200
         assert whoami(client, issued.token, ip).status_code == 200  # private reads fail open too
         after = ratelimits.counts()
+        scraped_after = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
 
     def moved(outcome: str, limit: str) -> int:
         return after.get((outcome, limit), 0) - before.get((outcome, limit), 0)
 
     assert moved(ratelimits.FAIL_CLOSED, "mutation") == 3
     assert moved(ratelimits.FAIL_OPEN, "get") == 4
+
+    def scraped(name: str) -> float:  # what an operator's Prometheus sees
+        return metric_value(scraped_after, name) - metric_value(scraped_before, name)
+
+    assert scraped("modeloman_rate_limit_fail_closed_total") == 3
+    assert scraped("modeloman_rate_limit_fail_open_total") == 4
 
 
 def test_django_ratelimits_own_exception_is_a_429_not_a_403():

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -37,13 +38,14 @@ from django.db import close_old_connections
 from google.protobuf import json_format, message_factory
 from google.protobuf.message import Message
 
-from apps.gateway import ratelimits
+from apps.gateway import metrics, ratelimits
 from apps.gateway.access import OPERATIONS, AccessClass, Operation, require_access
 from apps.gateway.auth import Principal
 from apps.gateway.grpc.errors import Failure, failure_for
 from apps.gateway.grpc.gen.modeloman.v1 import control_plane_pb2
 from apps.gateway.idempotency import idempotent
 from apps.gateway.identity import client_address, new_request_id, request_context
+from apps.gateway.observe import request_finished, request_started
 from apps.gateway.signing import check_signed_write
 
 logger = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ def _bearer_token(metadata: dict[str, str]) -> str:
         raise _refuse(grpc.StatusCode.UNAUTHENTICATED, "not_authenticated", "A valid API key is required.")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
+        metrics.auth_failed("token_malformed")
         raise _refuse(grpc.StatusCode.UNAUTHENTICATED, "token_malformed",
                       "Send the key as metadata `authorization: Bearer <token>`.")
     return token.strip()
@@ -125,37 +128,59 @@ def _check_signature(operation: Operation, principal: Principal, metadata: dict[
                        header=lambda name: metadata.get(name.lower()))
 
 
+class _Observed:
+    """What the call's metrics sample and log line say (apps.gateway.observe): filled in as the
+    guard learns it, reported once when the call ends, however it ends."""
+
+    def __init__(self, name: str, request_id: str) -> None:
+        self.name, self.request_id = name, request_id
+        self.status = "OK"
+        self.key_id: str | None = None
+        self.client: str | None = None
+        self.started = time.perf_counter()
+        request_started("grpc")
+
+    def finish(self) -> None:
+        request_finished(transport="grpc", operation=self.name, status=self.status,
+                         seconds=time.perf_counter() - self.started, request_id=self.request_id,
+                         key_id=self.key_id, client=self.client)
+
+
 @dataclass
 class Call:
     """What the guard knows about one call: its metadata, request id, and trailing metadata to send."""
 
     metadata: dict[str, str]
     request_id: str
+    observed: _Observed
     trailing: list[tuple[str, str]] = field(default_factory=list)
 
 
 @contextmanager
-def _call_scope(context: grpc.ServicerContext) -> Iterator[Call]:
+def _call_scope(context: grpc.ServicerContext, name: str) -> Iterator[Call]:
     """Step 1, around everything else, as Django's request cycle does around a view: fresh database
     connection state before and after (the framework's own receivers for that are disconnected:
     see servicer.py), the request id and client address for audit
-    rows and logs; and on the way out, every failure mapped to a status (never UNKNOWN)."""
+    rows and logs; on the way out, every failure mapped to a status (never UNKNOWN), and one metrics
+    sample and log line for the call (apps.gateway.observe)."""
     metadata = {key: value for key, value in context.invocation_metadata() if isinstance(value, str)}
-    call = Call(metadata, new_request_id(metadata.get(REQUEST_ID)))
+    request_id = new_request_id(metadata.get(REQUEST_ID))
+    call = Call(metadata, request_id, _Observed(name, request_id))
     call.trailing.append((REQUEST_ID, call.request_id))
     close_old_connections()
     try:
         # The client's identity: the peer, or what a trusted proxy forwarded (as REST does).
-        client_ip = client_address(peer_ip(context) or "", metadata.get("x-forwarded-for", ""))
+        client_ip = call.observed.client = client_address(peer_ip(context) or "", metadata.get("x-forwarded-for", ""))
         with request_context(client_ip=client_ip, request_id=call.request_id):
             try:
                 yield call
             except Exception as exc:  # noqa: BLE001  # every failure leaves with a status, never UNKNOWN
-                _abort(context, exc, call.request_id)
+                _abort(context, exc, call.request_id, call.observed)
             else:
                 context.set_trailing_metadata(tuple(call.trailing))
     finally:
         close_old_connections()
+        call.observed.finish()
 
 
 def _admit_caller(operation: Operation | None, name: str, call: Call, request: Any) -> Principal | None:
@@ -213,7 +238,7 @@ def _response_class(method: str) -> type[Message]:
     return message_factory.GetMessageClass(descriptor.output_type)
 
 
-def _abort(context: grpc.ServicerContext, exc: Exception, request_id: str) -> None:
+def _abort(context: grpc.ServicerContext, exc: Exception, request_id: str, observed: _Observed) -> None:
     if isinstance(exc, CallRefused):
         failure: Failure | None = exc.failure
     elif isinstance(exc, NotImplementedError):
@@ -222,12 +247,14 @@ def _abort(context: grpc.ServicerContext, exc: Exception, request_id: str) -> No
         failure = failure_for(exc)
     if failure is None:
         if context.code() is not None:  # the method set its own status (context.abort): keep it
+            observed.status = getattr(context.code(), "name", str(context.code()))
             raise exc
         logger.exception("gRPC call failed", extra={"request_id": request_id})
         failure = Failure(grpc.StatusCode.INTERNAL, "internal_error",
                           f"Something went wrong (request id {request_id}).")
     # A domain error's REST headers travel as trailing metadata too (retry-after, ratelimit-*).
     headers = tuple((name.lower(), value) for name, value in getattr(exc, "headers", {}).items())
+    observed.status = failure.status.name
     context.set_trailing_metadata(((REQUEST_ID, request_id), (ERROR_CODE, failure.code), *headers))
     context.abort(failure.status, failure.details)
 
@@ -241,8 +268,9 @@ def _message(request: Any) -> Any:
 
 def _guard_unary(operation: Operation | None, name: str, behaviour: Behaviour) -> Behaviour:
     def guarded(request: Any, context: grpc.ServicerContext) -> Any:
-        with _call_scope(context) as call:
+        with _call_scope(context, name) as call:
             principal = _admit_caller(operation, name, call, request)
+            call.observed.key_id = principal.key_id if principal else None
             message = _message(request)
             with _acting_as(principal):
                 if operation is not None and operation.is_write and principal is not None:
@@ -258,8 +286,9 @@ def _guard_stream(operation: Operation | None, name: str, behaviour: Behaviour) 
         raise ImproperlyConfigured(f"{name} is a write: writes are unary, so that idempotency can replay them.")
 
     def guarded(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-        with _call_scope(context) as call:
+        with _call_scope(context, name) as call:
             principal = _admit_caller(operation, name, call, request)
+            call.observed.key_id = principal.key_id if principal else None
             with _acting_as(principal):
                 yield from behaviour(_message(request), context)
 

@@ -13,7 +13,7 @@ from rest_framework import authentication, exceptions
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from apps.gateway import ratelimits
+from apps.gateway import metrics, ratelimits
 from apps.gateway.access import require_access
 from apps.gateway.auth import Principal
 from apps.gateway.errors import AuthenticationFailed
@@ -29,6 +29,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             return None
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
+            metrics.auth_failed("token_malformed")
             raise exceptions.AuthenticationFailed(
                 "Send the key as `Authorization: Bearer <token>`.", code="token_malformed"
             )

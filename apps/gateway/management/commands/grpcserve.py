@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 from django.db import connections
 
+from apps.gateway import metrics
 from apps.gateway.grpc.server import GrpcServer, ServerConfig
 from modeloman.invalidation import listener
 
@@ -19,6 +20,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         config = ServerConfig.from_settings()
+        if metrics.DIRECTORY:  # a restarted gRPC server counts from zero, as gunicorn's workers do
+            metrics.clean_group(metrics.DIRECTORY, "grpc")
         server = GrpcServer(config)
         stop = threading.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
