@@ -27,7 +27,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from apps.gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
+from apps.gateway.errors import Conflict, Forbidden, NotFound
 from apps.keys.models import Agent
 from apps.policy.models import (
     LEDGER_MAX,
@@ -251,13 +251,17 @@ class Usage(NamedTuple):
     cost_usd: Decimal
 
 
-class ReservationRefused(InvalidInput):
-    """A settlement the ledger refuses. `position` is its index in the settlements given."""
+class ReservationRefused(Conflict):
+    """A settlement the ledger refuses. `position` is its index in the settlements given. A
+    reservation that does not exist (for this agent) is a 404, one in another state a 409."""
 
-    def __init__(self, position: int, detail: str, *, code: str, field: str = "reservation_id") -> None:
+    def __init__(self, position: int, detail: str, *, code: str, field: str = "reservation_id",
+                 missing: bool = False) -> None:
         super().__init__(detail, code=code)
         self.position = position
         self.field = field
+        if missing:
+            self.status = NotFound.status
 
 
 class _Charge(NamedTuple):
@@ -324,7 +328,7 @@ def _lock_reservations(agent_id: int, settlements: Sequence[Settlement]) -> list
     for position, settlement in enumerate(settlements):
         reservation = locked.get(settlement.reservation_id)
         if reservation is None:
-            raise ReservationRefused(position, "No such reservation.", code="reservation_not_found")
+            raise ReservationRefused(position, "No such reservation.", code="reservation_not_found", missing=True)
         if reservation.state != Reservation.State.HELD or reservation.id in seen:
             state = "settled" if reservation.id in seen else reservation.state
             raise ReservationRefused(position, f"The reservation is already {state}.", code="reservation_not_held")
