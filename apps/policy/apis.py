@@ -18,6 +18,7 @@ from apps.gateway.rest.serializers import (
     StrictDecimalField,
     StrictIntegerField,
     StrictSerializer,
+    StrictUUIDField,
 )
 from apps.gateway.rest.views import GatewayApi
 from apps.policy import ledger, selectors, services
@@ -35,8 +36,9 @@ def _model_name(**kwargs) -> StrictCharField:
 model_name_field = _model_name()
 
 
-def _money(**kwargs) -> StrictDecimalField:
-    return StrictDecimalField(max_digits=18, decimal_places=6, min_value=Decimal(0), max_value=MAX_AMOUNT, **kwargs)
+def _money(*, positive: bool = False, **kwargs) -> StrictDecimalField:
+    smallest = Decimal("0.000001") if positive else Decimal(0)
+    return StrictDecimalField(max_digits=18, decimal_places=6, min_value=smallest, max_value=MAX_AMOUNT, **kwargs)
 
 
 class CapStatusSerializer(serializers.Serializer):
@@ -61,7 +63,7 @@ class AdmissionsApi(GatewayApi):
         estimated_input_tokens = StrictIntegerField(min_value=0, max_value=MAX_TOKENS)
         estimated_output_tokens = StrictIntegerField(min_value=0, max_value=MAX_TOKENS)
         estimated_cost_usd = _money(required=False)
-        run_id = serializers.UUIDField(required=False)
+        run_id = StrictUUIDField(required=False)
 
     class OutputSerializer(serializers.Serializer):
         allowed = serializers.BooleanField()
@@ -102,6 +104,28 @@ class CapSerializer(serializers.ModelSerializer):
         fields = ["id", "level", "metric", "window", "limit", "model", "mode", "enabled"]
 
 
+class EffectivePolicySerializer(serializers.Serializer):
+    """The most restrictive value of every rule over the global, project and agent levels."""
+
+    kill_switch = serializers.BooleanField()
+    kill_switch_levels = serializers.ListField(child=serializers.CharField())
+    dry_run_levels = serializers.ListField(child=serializers.CharField())
+    allowed_models = serializers.ListField(child=serializers.CharField(), allow_null=True,
+                                           help_text="null: every model.")
+    allow_unpriced_models = serializers.BooleanField(allow_null=True)
+    max_tokens_per_attempt = serializers.IntegerField(allow_null=True)
+    max_cost_per_attempt = serializers.DecimalField(max_digits=18, decimal_places=6, allow_null=True)
+    max_concurrent_runs = serializers.IntegerField(allow_null=True)
+
+
+class PolicyViewSerializer(serializers.Serializer):
+    agent = serializers.CharField()
+    project = serializers.CharField()
+    effective = EffectivePolicySerializer()
+    levels = LevelSerializer(many=True)
+    caps = CapSerializer(many=True)
+
+
 class PolicyApi(GatewayApi):
     """GET: the calling agent's effective policy. PUT: tighten its agent or project level
     (loosening is for operators; see docs/policy.md)."""
@@ -116,19 +140,13 @@ class PolicyApi(GatewayApi):
         allow_unpriced_models = StrictBooleanField(required=False, allow_null=True)
         max_tokens_per_attempt = StrictIntegerField(min_value=1, max_value=MAX_TOKENS, required=False,
                                                     allow_null=True)
-        max_cost_per_attempt = _money(required=False, allow_null=True)
+        max_cost_per_attempt = _money(positive=True, required=False, allow_null=True)  # as Policy's validator
         max_concurrent_runs = StrictIntegerField(min_value=1, max_value=100000, required=False, allow_null=True)
         reason = StrictCharField(max_length=2000, required=False, allow_blank=True)
 
-    @extend_schema(responses=LevelSerializer(many=True))
+    @extend_schema(responses=PolicyViewSerializer)
     def get(self, request: Request) -> Response:
-        view = selectors.agent_policy_view(principal=request.auth)
-        return Response({
-            "agent": view.agent, "project": view.project,
-            "effective": serializers.JSONField().to_representation(_json_ready(view.effective)),
-            "levels": LevelSerializer(view.levels, many=True).data,
-            "caps": CapSerializer(view.caps, many=True).data,
-        })
+        return Response(PolicyViewSerializer(selectors.agent_policy_view(principal=request.auth)).data)
 
     @extend_schema(request=InputSerializer, responses=LevelSerializer)
     def put(self, request: Request) -> Response:
@@ -138,14 +156,10 @@ class PolicyApi(GatewayApi):
         return Response(LevelSerializer(policy).data)
 
 
-def _json_ready(merged: dict) -> dict:
-    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in merged.items()}
-
-
 class CapInputSerializer(StrictSerializer):
     metric = serializers.ChoiceField(choices=PolicyCap.Metric.choices)
     window = serializers.ChoiceField(choices=PolicyCap.Window.choices)
-    limit = StrictDecimalField(max_digits=18, decimal_places=6, min_value=Decimal("0.000001"), max_value=MAX_AMOUNT)
+    limit = _money(positive=True)
     model = _model_name(required=False, allow_blank=True)
     mode = serializers.ChoiceField(choices=PolicyCap.Mode.choices, required=False)
     enabled = StrictBooleanField(required=False)
@@ -189,7 +203,7 @@ class CapsApi(GatewayApi):
             next_url = request.build_absolute_uri(f"{request.path}?{params}")
         return Response({"results": CapWithUsageSerializer(caps, many=True).data, "next": next_url})
 
-    @extend_schema(request=CreateSerializer, responses=CapSerializer)
+    @extend_schema(request=CreateSerializer, responses={201: CapSerializer})
     def post(self, request: Request) -> Response:
         data = self.CreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)

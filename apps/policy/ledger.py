@@ -260,13 +260,17 @@ class Usage(NamedTuple):
     cost_usd: Decimal
 
 
-class ReservationRefused(InvalidInput):
-    """A settlement the ledger refuses. `position` is its index in the settlements given."""
+class ReservationRefused(Conflict):
+    """A settlement the ledger refuses. `position` is its index in the settlements given. A
+    reservation that does not exist (for this agent) is a 404, one in another state a 409, and an
+    attempt of another model than the one admitted is a 400 (the attempt is wrong, not the state)."""
 
-    def __init__(self, position: int, detail: str, *, code: str, field: str = "reservation_id") -> None:
+    def __init__(self, position: int, detail: str, *, code: str, field: str = "reservation_id",
+                 status: int = Conflict.status) -> None:
         super().__init__(detail, code=code)
         self.position = position
         self.field = field
+        self.status = status
 
 
 class _Charge(NamedTuple):
@@ -333,14 +337,15 @@ def _lock_reservations(agent_id: int, settlements: Sequence[Settlement]) -> list
     for position, settlement in enumerate(settlements):
         reservation = locked.get(settlement.reservation_id)
         if reservation is None:
-            raise ReservationRefused(position, "No such reservation.", code="reservation_not_found")
+            raise ReservationRefused(position, "No such reservation.", code="reservation_not_found",
+                                    status=NotFound.status)
         if reservation.state != Reservation.State.HELD or reservation.id in seen:
             state = "settled" if reservation.id in seen else reservation.state
             raise ReservationRefused(position, f"The reservation is already {state}.", code="reservation_not_held")
         if settlement.model != reservation.model:
             raise ReservationRefused(
                 position, f"The reservation was admitted for model {reservation.model!r}, not {settlement.model!r}.",
-                code="reservation_model_mismatch", field="model")
+                code="reservation_model_mismatch", field="model", status=InvalidInput.status)
         seen.add(reservation.id)
         reservations.append(reservation)
     return reservations

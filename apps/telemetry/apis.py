@@ -12,7 +12,7 @@ from rest_framework.response import Response
 
 from apps.gateway.access import Op
 from apps.gateway.rest.parsers import RawJSONParser, json_body
-from apps.gateway.rest.serializers import StrictCharField, StrictSerializer, reject_nul
+from apps.gateway.rest.serializers import JSONObjectField, StrictCharField, StrictSerializer
 from apps.gateway.rest.views import GatewayApi
 from apps.telemetry import services
 from apps.telemetry.validation import (
@@ -24,13 +24,20 @@ from apps.telemetry.validation import (
     decode_items,
     request_schema,
 )
+from apps.telemetry.validation import (
+    MAX_ATTRIBUTES_BYTES as MAX_METADATA_BYTES,
+)
 
 
 def bounded_metadata(value: dict) -> dict:
-    reject_nul(value)  # jsonb cannot store it: a 500 at INSERT otherwise
-    if len(value) > MAX_ATTRIBUTES or len(json.dumps(value)) > 4096:
-        raise serializers.ValidationError(f"At most {MAX_ATTRIBUTES} keys and 4 KB of JSON.")
+    if len(json.dumps(value)) > MAX_METADATA_BYTES:
+        raise serializers.ValidationError("At most 4 KB of JSON.")
     return value
+
+
+def metadata_field(**kwargs) -> JSONObjectField:
+    return JSONObjectField(validators=[bounded_metadata], max_properties=MAX_ATTRIBUTES,
+                           help_text=f"Up to {MAX_ATTRIBUTES} keys and 4 KB as JSON.", **kwargs)
 
 
 class RunSerializer(serializers.Serializer):
@@ -53,7 +60,7 @@ class RunsApi(GatewayApi):
 
     class InputSerializer(StrictSerializer):
         task = StrictCharField(max_length=200)
-        metadata = serializers.DictField(required=False, default=dict, validators=[bounded_metadata])
+        metadata = metadata_field(required=False, default=dict)
 
     @extend_schema(request=InputSerializer, responses={201: RunSerializer})
     def post(self, request: Request) -> Response:
@@ -78,7 +85,7 @@ class RunFinishApi(GatewayApi):
 
     class InputSerializer(StrictSerializer):
         status = serializers.ChoiceField(choices=sorted(services.RUN_FINAL_STATES))
-        metadata = serializers.DictField(required=False, validators=[bounded_metadata])
+        metadata = metadata_field(required=False)
 
     @extend_schema(request=InputSerializer, responses=RunSerializer)
     def post(self, request: Request, run_id: uuid.UUID) -> Response:

@@ -32,7 +32,9 @@ from apps.telemetry.models import BIGINT_MAX, RUN_COST_MAX, Run
 from apps.telemetry.validation import (
     AttemptIn,
     BenchmarkIn,
+    ItemConflict,
     ItemInvalid,
+    ItemNotFound,
     RunEventIn,
     TimeWindow,
     check_benchmark,
@@ -127,7 +129,7 @@ def _check_runs_owned(agent_id: int, first_use: dict[uuid.UUID, int | None]) -> 
     owned = set(Run.objects.filter(pk__in=list(first_use), agent_id=agent_id).values_list("pk", flat=True))
     for run_id, index in first_use.items():
         if run_id not in owned:
-            raise ItemInvalid(index, "run_id", "no such run for this agent")
+            raise ItemNotFound(index, "run_id", "no such run for this agent", code="run_not_found")
 
 
 # Run totals saturate at their columns' maximum: no sequence of valid batches overflows them.
@@ -205,8 +207,8 @@ def attempts_record(*, principal: Any, items: Sequence[AttemptIn], batch: bool) 
             ledger.Usage(model, dt.datetime.fromtimestamp(minute * 60, dt.UTC), requests, tokens, cost_sum)
             for (model, minute), (requests, tokens, cost_sum) in unreserved.items()])
     except ledger.ReservationRefused as refused:
-        raise ItemInvalid(settlement_items[refused.position], refused.field, refused.detail,
-                          code=refused.code) from None
+        error = {ItemNotFound.status: ItemNotFound, ItemInvalid.status: ItemInvalid}.get(refused.status, ItemConflict)
+        raise error(settlement_items[refused.position], refused.field, refused.detail, code=refused.code) from None
     if per_run:
         with connection.cursor() as cursor:
             for run_id, (count, input_tokens, output_tokens, cost_sum) in sorted(per_run.items()):

@@ -21,7 +21,8 @@ import msgspec
 from django.conf import settings
 from msgspec import Meta
 
-from apps.gateway.errors import InvalidInput
+from apps.gateway.errors import Conflict, DomainError, InvalidInput, NotFound
+from modeloman.amounts import decimal_pattern
 
 MAX_BATCH = 1000
 MAX_TOKENS = 10**9
@@ -46,16 +47,22 @@ OptionalCode = Annotated[str, Meta(pattern=rf"^(?:{CODE_PATTERN})?\Z")]
 Tokens = Annotated[int, Meta(ge=0, le=MAX_TOKENS)]
 Count = Annotated[int, Meta(ge=0, le=10**9)]
 LatencyMs = Annotated[int, Meta(ge=0, le=MAX_LATENCY_MS)]
-Timestamp = Annotated[dt.datetime, Meta(tz=True)]  # RFC 3339 with an offset or Z
+Timestamp = Annotated[dt.datetime, Meta(tz=True, description=(  # RFC 3339 with an offset or Z
+    "RFC 3339 with an offset; not older than the retention period, at most 5 minutes ahead (TimeWindow). "
+    "Default: when the server receives it."))]
 Message = Annotated[str, Meta(max_length=MAX_MESSAGE_LENGTH, pattern=r"^[^\x00]*\Z")]
 AttributeKey = Annotated[str, Meta(pattern=r"^[A-Za-z0-9_.:-]{1,64}\Z")]
-Attributes = Annotated[dict[AttributeKey, str | int | float | bool | None], Meta(max_length=MAX_ATTRIBUTES)]
+AttributeText = Annotated[str, Meta(pattern=r"^[^\x00]*\Z")]  # jsonb cannot store NUL
+Attributes = Annotated[dict[AttributeKey, AttributeText | int | float | bool | None], Meta(max_length=MAX_ATTRIBUTES)]
+# A decimal string, as every amount on the wire (modeloman.amounts); 0 to MAX_COST inclusive.
+Money = Annotated[str, Meta(pattern=decimal_pattern(whole_digits=MAX_COST.adjusted(), places=6,
+                                                    include_power=True))]
 
 
 class AttemptIn(msgspec.Struct, forbid_unknown_fields=True):
     """One prompt attempt as an agent reports it."""
 
-    model: ModelName
+    model: Annotated[ModelName, Meta(examples=["gpt-4o-mini"])]
     success: bool
     input_tokens: Tokens
     output_tokens: Tokens
@@ -64,7 +71,7 @@ class AttemptIn(msgspec.Struct, forbid_unknown_fields=True):
     prompt_name: OptionalLabel = ""
     prompt_version: OptionalLabel = ""
     error_code: OptionalCode = ""
-    reported_cost_usd: Decimal | None = None
+    reported_cost_usd: Money | None = None
     run_id: uuid.UUID | None = None
     reservation_id: uuid.UUID | None = None
     attributes: Attributes | None = None
@@ -73,7 +80,7 @@ class AttemptIn(msgspec.Struct, forbid_unknown_fields=True):
 class RunEventIn(msgspec.Struct, forbid_unknown_fields=True):
     """One event of a run."""
 
-    kind: Code
+    kind: Annotated[Code, Meta(examples=["tool_call"])]
     time: Timestamp | None = None
     message: Message = ""
     attributes: Attributes | None = None
@@ -82,23 +89,38 @@ class RunEventIn(msgspec.Struct, forbid_unknown_fields=True):
 class BenchmarkIn(msgspec.Struct, forbid_unknown_fields=True):
     """One benchmark result."""
 
-    suite: Label
+    suite: Annotated[Label, Meta(examples=["humaneval"])]
     model: ModelName
     score: float
     time: Timestamp | None = None
     prompt_name: OptionalLabel = ""
     prompt_version: OptionalLabel = ""
-    passed: Count | None = None
+    passed: Annotated[Count | None, Meta(description="Tasks passed: at most `total`.")] = None
     total: Count | None = None
     attributes: Attributes | None = None
 
 
-class ItemInvalid(InvalidInput):
-    code = "invalid_item"
+class _ItemError(DomainError):
+    """An error about one field of one item; the problem names its `index` (batches) and `field`."""
 
     def __init__(self, index: int | None, field: str, message: str, *, code: str | None = None) -> None:
         where = f"item {index}, " if index is not None else ""
         super().__init__(f"{where}field `{field}`: {message}", code=code, index=index, field=field)
+
+
+class ItemInvalid(_ItemError, InvalidInput):
+    """The item itself is wrong (400)."""
+
+    code = "invalid_item"
+
+
+class ItemNotFound(_ItemError, NotFound):
+    """The item refers to something that does not exist for this agent (404)."""
+
+
+class ItemConflict(_ItemError, Conflict):
+    """The item is well formed but conflicts with the current state: a reservation already
+    settled or released (409)."""
 
 
 class TimeWindow:
@@ -151,12 +173,45 @@ def _malformed(error: Exception) -> InvalidInput:
 
 def decode_item(body: bytes, item_type: type) -> Any:
     """A request body holding exactly one `item_type` item."""
+    return _decode(_DECODERS[item_type][0], body, batch=False)
+
+
+def _decode(decoder: msgspec.json.Decoder, body: bytes, *, batch: bool) -> Any:
     try:
-        return _DECODERS[item_type][0].decode(body)
+        return decoder.decode(body)
     except msgspec.ValidationError as error:
-        raise _invalid(error, batch=False) from None
+        whole = _whole_floats_as_integers(body) if _FLOAT_FOR_INT.match(str(error)) else None
+        if whole is None:
+            raise _invalid(error, batch=batch) from None
+        return _decode_strictly(decoder, whole, batch=batch)
     except (msgspec.DecodeError, RecursionError) as error:
         raise _malformed(error) from None
+
+
+def _decode_strictly(decoder: msgspec.json.Decoder, body: bytes, *, batch: bool) -> Any:
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as error:
+        raise _invalid(error, batch=batch) from None
+    except (msgspec.DecodeError, RecursionError) as error:
+        raise _malformed(error) from None
+
+
+# JSON Schema counts a number with a zero fraction (5.0, 1e3) as an integer; msgspec's strict
+# `int` does not. Such bodies are rare, so they take a slow path: the fractions-free numbers are
+# rewritten as integers and the body is decoded again (fast path unchanged for everyone else).
+_FLOAT_FOR_INT = re.compile(r"Expected `int(?: \| null)?`, got `float`")
+
+
+def _whole_floats_as_integers(body: bytes | msgspec.Raw) -> bytes | None:
+    def number(text: str) -> int | float:
+        value = Decimal(text)
+        return int(value) if value == value.to_integral_value() and abs(value) <= 10**18 else float(text)
+
+    try:
+        return json.dumps(json.loads(bytes(body), parse_float=number)).encode()
+    except (ValueError, RecursionError):
+        return None
 
 
 def decode_items(body: bytes, item_type: type, *, plural: str) -> tuple[list[Any], bool]:
@@ -176,12 +231,10 @@ def decode_items(body: bytes, item_type: type, *, plural: str) -> tuple[list[Any
         raise InvalidInput(f"A batch body has only the `{plural}` field.", code="invalid_batch")
     raw = fields[plural]
     try:
-        items = many.decode(raw)
-    except RecursionError as error:
-        raise _malformed(error) from None
-    except msgspec.ValidationError as error:
-        if not str(error).endswith("`$`"):  # the error is inside an item
-            raise _invalid(error, batch=True) from None
+        items = _decode(many, raw, batch=True)
+    except ItemInvalid as error:
+        if error.extra.get("field") != "-" or error.extra.get("index") is not None:  # the error is inside an item
+            raise
         items = None
     if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
         raise InvalidInput(f"`{plural}` must be a list of 1 to {MAX_BATCH} items.", code="invalid_batch")
@@ -233,9 +286,10 @@ def encoded_attributes(attributes: dict | None, index: int | None) -> bytes:
     return encoded
 
 
-def checked_money(amount: Decimal | None, index: int | None, field: str) -> Decimal | None:
+def checked_money(amount: Decimal | str | None, index: int | None, field: str) -> Decimal | None:
     if amount is None:
         return None
+    amount = Decimal(amount)
     if not amount.is_finite() or not Decimal(0) <= amount <= MAX_COST:
         raise ItemInvalid(index, field, f"must be a number between 0 and {MAX_COST}")
     return amount.quantize(MONEY)

@@ -318,7 +318,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["apps.gateway.rest.parsers.JSONParser"],
     "EXCEPTION_HANDLER": "apps.gateway.rest.problems.problem_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "modeloman.schema.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "apps.gateway.rest.schema.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
 

@@ -235,7 +235,7 @@ def test_the_same_story_has_the_same_outcomes_over_rest_and_grpc(transports):
         ("denied", False, ["unpriced_model"]),
         ("settle with another model", "INVALID_ARGUMENT", "reservation_model_mismatch"),
         ("unpriced without cost", "INVALID_ARGUMENT", "cost_required_for_unpriced_model"),
-        ("someone else's run", "INVALID_ARGUMENT", "invalid_item"),
+        ("someone else's run", "NOT_FOUND", "run_not_found"),
         ("accepted", 2),
         ("finished", "succeeded", 2, Decimal("0.004")),  # 2 x (1000 x $1 + 500 x $2) / 1M
         ("finish again", "ABORTED", "run_already_finished"),

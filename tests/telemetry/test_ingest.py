@@ -98,7 +98,10 @@ NOW = dt.datetime.now(dt.UTC)
     ({"reported_cost_usd": -1}, "reported_cost_usd"),
     ({"reported_cost_usd": "NaN"}, "reported_cost_usd"),
     ({"run_id": "not-a-uuid"}, "run_id"),
-    ({"run_id": str(uuid.uuid4())}, "run_id"),
+    ({"reported_cost_usd": 0.5}, "reported_cost_usd"),  # amounts are decimal strings
+    ({"reported_cost_usd": "0.5000001"}, "reported_cost_usd"),
+    ({"latency_ms": 1.5}, "latency_ms"),
+    ({"attributes": {"note": "a\u0000b"}}, "attributes"),
     ({"surprise": 1}, "surprise"),
 ])
 def test_bad_attempt_fields_are_400_with_a_stable_code_and_nothing_written(api_client, bearer, agent_token,
@@ -109,6 +112,22 @@ def test_bad_attempt_fields_are_400_with_a_stable_code_and_nothing_written(api_c
     assert response["Content-Type"] == "application/problem+json"
     assert (response.json()["code"], response.json()["field"]) == ("invalid_item", field)
     assert count("prompt_attempts") == 0
+
+
+def test_an_attempt_naming_an_unknown_run_is_404_and_writes_nothing(api_client, bearer, agent_token):
+    response = api_client.post(ATTEMPTS, {"attempts": [attempt(), attempt(run_id=str(uuid.uuid4()))]}, format="json",
+                               **bearer(agent_token))
+    body = response.json()
+    assert (response.status_code, body["code"], body["index"], body["field"]) == (404, "run_not_found", 1, "run_id")
+    assert count("prompt_attempts") == 0
+
+
+def test_whole_numbers_written_with_a_fraction_are_integers(api_client, bearer, agent_token):
+    # JSON Schema's `integer` includes 5.0 and 1e3; a generated client may send them.
+    response = api_client.post(ATTEMPTS, {"attempts": [attempt(input_tokens=5.0, output_tokens=1e3, latency_ms=7)]},
+                               format="json", **bearer(agent_token))
+    assert response.status_code == 201, response.json()
+    assert rows("prompt_attempts", "input_tokens, output_tokens, latency_ms") == [(5, 1000, 7)]
 
 
 @pytest.mark.parametrize("body", [{"attempts": []}, {"attempts": [attempt()] * 1001}, {"attempts": "x"},
@@ -236,7 +255,7 @@ def test_an_attempt_settles_its_reservation_and_unreserved_attempts_still_count(
     assert (ledger.used, ledger.reserved) == (Decimal(7), Decimal(0))  # $5 settled + $2 unreserved
 
     replayed_reservation = api_client.post(ATTEMPTS, settled, format="json", **bearer(agent_token))
-    assert replayed_reservation.status_code == 400
+    assert replayed_reservation.status_code == 409
     assert replayed_reservation.json()["field"] == "reservation_id"
 
 
@@ -251,7 +270,7 @@ def test_attempts_roll_up_into_their_run_and_foreign_runs_are_refused(api_client
     run.refresh_from_db()
     assert (run.attempts, run.input_tokens, run.cost_usd) == (3, 3_000_000, Decimal(3))
     refused = api_client.post(ATTEMPTS, attempt(run_id=str(foreign.pk)), format="json", **bearer(agent_token))
-    assert (refused.status_code, refused.json()["field"]) == (400, "run_id")
+    assert (refused.status_code, refused.json()["field"]) == (404, "run_id")  # another agent's: not found
     assert Run.objects.get(pk=foreign.pk).attempts == 0
 
 
@@ -412,7 +431,7 @@ def test_an_attempt_of_another_model_than_its_reservation_is_refused_and_writes_
     unknown = api_client.post(ATTEMPTS, attempt(model="model-a", reservation_id=str(uuid.uuid4())), format="json",
                               **bearer(agent_token))
     assert (unknown.status_code, unknown.json()["code"], unknown.json()["field"]) == (
-        400, "reservation_not_found", "reservation_id")
+        404, "reservation_not_found", "reservation_id")
     assert count("prompt_attempts") == 0
 
     matching = attempt(model="model-a", input_tokens=600_000, output_tokens=0,

@@ -1,6 +1,20 @@
-"""Strict input serializers: unknown fields and loosely typed values are errors, not ignored."""
+"""Strict input serializers: unknown fields and loosely typed values are errors, not ignored.
 
+Each rule here is also what the OpenAPI document says (apps.gateway.rest.schema maps these
+classes): a client or a fuzzer that follows the schema is never refused for a reason the schema
+does not state, and one that breaks it is always refused.
+"""
+
+import re
+from decimal import Decimal
+
+from django.core.exceptions import ImproperlyConfigured
 from rest_framework import serializers
+
+from modeloman.amounts import decimal_pattern
+
+# What str.strip() would remove if we trimmed; a required text field needs something else.
+BLANK_CHARACTERS = " \t\n\r\f\v"
 
 
 def contains_nul(value) -> bool:
@@ -27,6 +41,21 @@ def reject_nul(value):
     return value
 
 
+class JSONObjectField(serializers.DictField):
+    """A JSON object bound for a jsonb column: values of any JSON type, nested as deep as the
+    parser allows (apps.gateway.rest.parsers), with no NUL in any key or string, and at most
+    `max_properties` keys at the top."""
+
+    def __init__(self, *, max_properties: int, **kwargs):
+        self.max_properties = max_properties
+        kwargs["validators"] = [reject_nul, self._check_size, *kwargs.get("validators", [])]
+        super().__init__(**kwargs)
+
+    def _check_size(self, value: dict) -> None:
+        if len(value) > self.max_properties:
+            raise serializers.ValidationError(f"At most {self.max_properties} keys.", code="too_many_keys")
+
+
 class StrictSerializer(serializers.Serializer):
     """Rejects fields it does not declare (a typo must not silently change nothing)."""
 
@@ -40,9 +69,12 @@ class StrictSerializer(serializers.Serializer):
 
 
 class StrictIntegerField(serializers.IntegerField):
-    """Only JSON integers: no strings, floats or booleans."""
+    """Only JSON integers: no strings, booleans or fractions. A number with a zero fraction (5.0,
+    1e3) is an integer in JSON Schema, so it is taken as one."""
 
     def to_internal_value(self, data):
+        if isinstance(data, float) and data.is_integer():
+            data = int(data)
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
         return super().to_internal_value(data)
@@ -56,18 +88,58 @@ class StrictBooleanField(serializers.BooleanField):
 
 
 class StrictDecimalField(serializers.DecimalField):
-    """JSON numbers or numeric strings; never booleans, NaN or infinities."""
+    """A decimal string ("12.50") matching `pattern` (modeloman.amounts): never a JSON number,
+    exponent, sign, leading zero or surrounding space. Non-negative; with a positive `min_value`,
+    zero is refused too. The pattern is the whole rule, and the OpenAPI schema publishes it."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        smallest = Decimal(1).scaleb(-self.decimal_places)
+        if self.min_value not in (Decimal(0), smallest):
+            raise ImproperlyConfigured("StrictDecimalField takes min_value 0 or its smallest unit.")
+        whole_digits = self.max_digits - self.decimal_places
+        if self.max_value is not None and self.max_value < Decimal(10) ** whole_digits:
+            raise ImproperlyConfigured("StrictDecimalField's max_value must not be below its digit limit.")
+        self.pattern = decimal_pattern(whole_digits=whole_digits, places=self.decimal_places,
+                                       positive=self.min_value > 0)
+        self._regex = re.compile(self.pattern)
+
+    def validate_empty_values(self, data):
+        if data == "":  # DRF reads "" as null for a nullable decimal; here it is just not a decimal
+            self.fail("invalid")
+        return super().validate_empty_values(data)
 
     def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, int | float | str):
+        if not isinstance(data, str) or not self._regex.search(data):
             self.fail("invalid")
         return super().to_internal_value(data)
 
 
+class StrictUUIDField(serializers.UUIDField):
+    """A UUID as JSON Schema's `uuid` format writes it (8-4-4-4-12 hex digits): not an integer,
+    a boolean (DRF would take both as UUID(int=...)), braces, a URN or hex without hyphens."""
+
+    pattern = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\Z"
+    _regex = re.compile(pattern)
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str) or not self._regex.search(data):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
 class StrictCharField(serializers.CharField):
-    """Only JSON strings: numbers are not silently turned into text."""
+    """Only JSON strings, taken as sent: numbers are not turned into text, and surrounding space
+    is neither trimmed nor counted away (the length limit is on what was sent). A required text
+    (allow_blank=False) needs a character other than blank space; NUL is refused (DRF)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("trim_whitespace", False)
+        super().__init__(**kwargs)
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
+        if not self.allow_blank and not data.strip(BLANK_CHARACTERS):
+            self.fail("blank")
         return super().to_internal_value(data)
