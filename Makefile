@@ -57,6 +57,7 @@ bench: $(VENV)/.dev
 	$(PY) bench/admission.py --seconds 10 --rate 500
 	$(PY) bench/ingest.py --rows 50000
 	$(MAKE) bench-http
+	$(PY) bench/grpc_vs_rest.py --seconds 5 --rounds 3
 	$(PY) bench/ratelimits.py --seconds 5 --rounds 6
 	$(PY) bench/metrics_overhead.py --seconds 8
 
