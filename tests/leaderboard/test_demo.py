@@ -46,7 +46,9 @@ def _private_strings() -> set[str]:
                        "GROUP BY agent_id", [demo_ids])
         for _, cost in cursor.fetchall():
             cost = Decimal(cost)
-            secrets |= {str(cost), f"{cost:.4f}", f"{cost:,.2f}", f"{cost:.2f}"}
+            # As a page or the JSON would print money. A bare two-decimal "13.09" is left out: it turns
+            # up by chance among the public figures (rates, latencies) and made this scan flaky.
+            secrets |= {str(cost), f"{cost:.4f}", f"${cost:,.2f}", f"${cost:.2f}"}
         # The private project's prompt name only exists in its own attempts.
         cursor.execute("SELECT DISTINCT prompt_name FROM prompt_attempts a JOIN keys_project p ON p.id = a.project_id "
                        "WHERE NOT p.leaderboard_opt_in AND a.project_id = ANY(%s)", [demo_ids])
