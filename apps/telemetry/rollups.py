@@ -72,18 +72,15 @@ class Rollup:
     insert_sql: str  # recompute every bucket >= %(since)s from the source table
 
 
-ROLLUPS = (
-    Rollup(
-        name="prompt_attempts_hourly",
-        source="prompt_attempts",
-        bucket_column="bucket",
-        width=dt.timedelta(hours=1),
-        insert_sql=f"""
-            INSERT INTO prompt_attempts_hourly
-            SELECT md5(concat_ws(chr(31), extract(epoch FROM b.bucket)::bigint, b.project_id, b.model,
+def _attempts_rollup_sql(table: str, bucket_column: str, width: str) -> str:
+    """Recompute `table`'s buckets of `width` (hourly, daily) from prompt_attempts, from %(since)s.
+    The id is a hash of the group, so a bucket recomputed later replaces its row."""
+    return f"""
+            INSERT INTO {table}
+            SELECT md5(concat_ws(chr(31), extract(epoch FROM b.{bucket_column})::bigint, b.project_id, b.model,
                                  b.prompt_name, b.prompt_version))::uuid, b.*
             FROM (
-                SELECT date_bin(INTERVAL '1 hour', time, {_ORIGIN}) AS bucket,
+                SELECT date_bin(INTERVAL '{width}', time, {_ORIGIN}) AS {bucket_column},
                        project_id, model, prompt_name, prompt_version,
                        count(*), count(*) FILTER (WHERE success), count(cost_usd), sum(cost_usd),
                        sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(latency_ms)::bigint,
@@ -92,7 +89,16 @@ ROLLUPS = (
                 WHERE time >= %(since)s
                 GROUP BY 1, 2, 3, 4, 5
             ) AS b
-        """,  # noqa: S608  # only constants are interpolated
+        """  # noqa: S608  # only constants are interpolated
+
+
+ROLLUPS = (
+    Rollup(
+        name="prompt_attempts_hourly",
+        source="prompt_attempts",
+        bucket_column="bucket",
+        width=dt.timedelta(hours=1),
+        insert_sql=_attempts_rollup_sql("prompt_attempts_hourly", "bucket", "1 hour"),
     ),
     # The leaderboard's daily rollup (apps/leaderboard/migrations/0002): the same columns as
     # prompt_attempts_hourly, per UTC day.
@@ -101,21 +107,7 @@ ROLLUPS = (
         source="prompt_attempts",
         bucket_column="day",
         width=dt.timedelta(days=1),
-        insert_sql=f"""
-            INSERT INTO leaderboard_attempts_daily
-            SELECT md5(concat_ws(chr(31), extract(epoch FROM b.day)::bigint, b.project_id, b.model,
-                                 b.prompt_name, b.prompt_version))::uuid, b.*
-            FROM (
-                SELECT date_bin(INTERVAL '1 day', time, {_ORIGIN}) AS day,
-                       project_id, model, prompt_name, prompt_version,
-                       count(*), count(*) FILTER (WHERE success), count(cost_usd), sum(cost_usd),
-                       sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(latency_ms)::bigint,
-                       {_HISTOGRAM_SQL}
-                FROM prompt_attempts
-                WHERE time >= %(since)s
-                GROUP BY 1, 2, 3, 4, 5
-            ) AS b
-        """,  # noqa: S608  # only constants are interpolated
+        insert_sql=_attempts_rollup_sql("leaderboard_attempts_daily", "day", "1 day"),
     ),
     Rollup(
         name="benchmarks_daily",
