@@ -275,6 +275,34 @@ def test_one_stuck_key_lookup_does_not_hold_up_other_calls(django_db_setup):
     assert outcome["result"][0].key_id == issued.api_key.key_id
 
 
+def test_four_calls_whose_key_lookups_take_half_a_second_finish_in_under_a_second_together(django_db_setup):
+    """Key lookups run in the calls' worker threads, side by side: four lookups held for 0.5 s
+    each end together, not one after another (SPEC §9)."""
+    keys = [issue_key() for _ in range(4)]
+    with grpcserve() as (_, address), channel(address) as ch:
+        start = time.monotonic()
+        with api_keys_locked():
+            calls = [in_background(lambda k=k: whoami(ch, k.token, timeout=15)) for k in keys]
+            wait_for(lambda: waiting_on_locks() == 4)
+            time.sleep(max(0.0, 0.5 - (time.monotonic() - start)))  # each lookup has waited 0.5 s
+        for thread, _ in calls:
+            thread.join(10)
+        elapsed = time.monotonic() - start
+    assert [outcome["result"][0].key_id for _, outcome in calls] == [k.api_key.key_id for k in keys]
+    assert elapsed < 1.0, elapsed
+
+
+def test_an_exception_inside_authentication_is_a_status_never_unknown(django_db_setup):
+    """A key lookup that fails (here: it waits past the lock timeout) leaves with a mapped status
+    and a stable code, not grpc's UNKNOWN."""
+    issued = issue_key()
+    with grpcserve(env={"DB_LOCK_TIMEOUT_MS": "200"}) as (_, address), channel(address) as ch:
+        with api_keys_locked():
+            error = refused(lambda: whoami(ch, issued.token, timeout=10))
+    assert error.code() == grpc.StatusCode.UNAVAILABLE
+    assert error_code(error) == "database_timeout"
+
+
 def test_sigterm_drains_health_goes_not_serving_the_call_in_flight_completes_new_calls_fail_and_it_exits_0(
         django_db_setup):
     issued = issue_key()
