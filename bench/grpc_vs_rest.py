@@ -1,6 +1,7 @@
-"""Admission over gRPC and over REST, same run, same data, same concurrency: `manage.py grpcserve`
-and gunicorn (deploy/gunicorn.conf.py), both with production settings on loopback, each driven by a
-load generator in its own process (this script with --load), never threads in the server.
+"""Admission and 1,000-attempt batch ingest over gRPC and over REST, same run, same data, same
+concurrency: `manage.py grpcserve` and gunicorn (deploy/gunicorn.conf.py), both with production
+settings on loopback, each driven by a load generator in its own process (this script with --load),
+never threads in the server.
 
     .venv/bin/python bench/grpc_vs_rest.py [--seconds 5] [--rounds 3] [--concurrency 8]
 
@@ -11,9 +12,15 @@ client drives both transports, so the generator's own cost is alike on both side
 and a DATABASE_URL where this user may create databases (as bench/http_admission.py). Prints
 throughput, p50 and p99 per transport (medians of interleaved rounds) and the gRPC/REST ratio
 (target >= 1.1x; SPEC §10: p99 <= 15 ms at 8 streams).
+
+Batch ingest: the same load process and clients call `record_attempts` with 1,000 attempts
+(RecordPromptAttempts over gRPC, POST /api/v1/attempts over REST), a fresh idempotency key per
+call; every answer must say accepted == 1000, and the stored rows must equal 1,000 x the answers.
+Prints attempts/s, p50 and p99 per call, and the gRPC/REST ratio.
 """
 
 import argparse
+import datetime as dt
 import json
 import os
 import statistics
@@ -25,6 +32,20 @@ from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 BASE_DIR = BENCH_DIR.parent
+BATCH = 1000
+
+
+def batch_items() -> list[dict]:
+    """1,000 attempts as an agent reports them (bench/ingest.py's shape, without Django)."""
+    now = dt.datetime.now(dt.UTC)
+    models = [f"bench-model-{i}" for i in range(4)]  # priced by http_admission.seed() (ingest.MODELS)
+    items = [{"time": (now - dt.timedelta(milliseconds=i)).isoformat(), "model": models[i % 4],
+              "prompt_name": "summarize", "prompt_version": f"v{i % 3}", "success": i % 10 != 0,
+              "input_tokens": 800 + i % 400, "output_tokens": 200 + i % 100, "latency_ms": 300 + i % 2000}
+             for i in range(BATCH)]
+    for i in range(0, BATCH, 5):
+        items[i]["attributes"] = {"region": "eu"}
+    return items
 
 
 def load(args) -> None:
@@ -42,16 +63,27 @@ def load(args) -> None:
     start = threading.Barrier(args.concurrency + 1)
     stop = threading.Event()
 
+    def admit(client: Client) -> bool:
+        return client.admit(model=args.model, estimated_input_tokens=100, estimated_output_tokens=50).allowed
+
+    def ingest(client: Client) -> bool:
+        return client.record_attempts(items).accepted == BATCH
+
+    items = batch_items()
+    call = ingest if args.operation == "ingest" else admit
+
     def worker(i: int) -> None:
         client = connect()
-        client.admit(model=args.model, estimated_input_tokens=100, estimated_output_tokens=50)  # connect first
+        if args.operation == "ingest":
+            client.whoami()  # connect first, without writing rows nobody counts
+        else:
+            admit(client)  # connect first
         start.wait()
         mine = latencies[i]
         while not stop.is_set():
             began = time.perf_counter_ns()
             try:
-                admission = client.admit(model=args.model, estimated_input_tokens=100, estimated_output_tokens=50)
-                if not admission.allowed:
+                if not call(client):
                     errors[i] += 1
             except ModeloManError:
                 errors[i] += 1
@@ -77,13 +109,14 @@ def load(args) -> None:
 def run_load(transport: str, target: str, token: str, args) -> dict:
     command = [sys.executable, str(Path(__file__).resolve()), "--load", transport, "--target", target,
                "--token", token, "--seconds", str(args.seconds), "--concurrency", str(args.concurrency),
-               "--model", args.model]
+               "--model", args.model, "--operation", args.operation]
     completed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=args.seconds + 120)
     if completed.returncode != 0:
         raise SystemExit(f"load generator ({transport}) failed:\n{completed.stderr[-3000:]}")
     figures = json.loads(completed.stdout.strip().splitlines()[-1])
     if figures["errors"]:
-        raise SystemExit(f"{transport}: {figures['errors']} errors or denials in {figures['requests']} admissions")
+        raise SystemExit(f"{transport} {args.operation}: {figures['errors']} errors, denials or short batches "
+                         f"in {figures['requests']} calls")
     figures["rate"] = figures["requests"] / figures["seconds"]
     return figures
 
@@ -111,6 +144,7 @@ def main() -> None:
     parser.add_argument("--target", help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)
     parser.add_argument("--model", default="bench-model", help=argparse.SUPPRESS)
+    parser.add_argument("--operation", choices=["admit", "ingest"], default="admit", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.load:
         return load(args)
@@ -122,41 +156,59 @@ def main() -> None:
     from _setup import throwaway_database
     from django.db import connection, connections
 
+    from apps.gateway.grpc.server import MAX_RECEIVE_BYTES
     from apps.policy.models import AdmissionDecision, Reservation
 
     model = deployed_model()
+    size = grpc_batch_bytes()
+    if size > MAX_RECEIVE_BYTES:
+        raise SystemExit(f"a {BATCH}-attempt RecordPromptAttempts message is {size} bytes, over the "
+                         f"server's {MAX_RECEIVE_BYTES}-byte receive limit")
+    operations = ("admit", "ingest")
     with throwaway_database(args.database):
         token = http_admission.seed()
         args.model = http_admission.ADMISSION_MODEL
         env = {**os.environ, "DATABASE_URL": database_url(connection.settings_dict)}
         connections.close_all()
         grpc_process, address = grpc_server(env)
+        results: dict[tuple[str, str], list[dict]] = {(o, t): [] for o in operations for t in ("grpc", "rest")}
+        ingest_calls = 0
         try:
             with gunicorn_server(app="modeloman.wsgi:application", model=model, env=env) as base:
                 targets = {"grpc": address, "rest": base}
-                warm = argparse.Namespace(**{**vars(args), "seconds": args.warmup})
-                for transport, target in targets.items():
-                    run_load(transport, target, token, warm)
-                results: dict[str, list[dict]] = {"grpc": [], "rest": []}
+                for operation in operations:
+                    warm = argparse.Namespace(**{**vars(args), "seconds": args.warmup, "operation": operation})
+                    for transport, target in targets.items():
+                        figures = run_load(transport, target, token, warm)
+                        ingest_calls += figures["requests"] if operation == "ingest" else 0
                 for round_number in range(args.rounds):  # interleaved, order alternating: drift hits both
                     order = ["grpc", "rest"] if round_number % 2 == 0 else ["rest", "grpc"]
-                    for transport in order:
-                        results[transport].append(run_load(transport, targets[transport], token, args))
+                    for operation in operations:
+                        these = argparse.Namespace(**{**vars(args), "operation": operation})
+                        for transport in order:
+                            figures = run_load(transport, targets[transport], token, these)
+                            results[operation, transport].append(figures)
+                            ingest_calls += figures["requests"] if operation == "ingest" else 0
         finally:
             grpc_process.terminate()
             grpc_process.wait(timeout=30)
         time.sleep(0.5)
         denied, reserved = AdmissionDecision.objects.count(), Reservation.objects.count()
-        sent = sum(r["requests"] for rs in results.values() for r in rs)
+        sent = sum(r["requests"] for t in ("grpc", "rest") for r in results["admit", t])
         if denied or reserved < sent:
             raise SystemExit(f"admissions: {denied} denied, {reserved} reservations for {sent} answers")
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM prompt_attempts")
+            stored = cursor.fetchone()[0]
+        if stored != ingest_calls * BATCH:
+            raise SystemExit(f"ingest: {stored} rows stored for {ingest_calls} answers of {BATCH} accepted")
 
     print(f"Admission, gRPC (grpcserve, GRPC_MAX_WORKERS={os.environ.get('GRPC_MAX_WORKERS', '16')}) vs REST "
           f"(gunicorn {model}), production settings, loopback; load: a separate process, {args.concurrency} "
           f"concurrent clients; medians of {args.rounds} interleaved rounds of {args.seconds:g} s")
     rates = {}
     for transport in ("grpc", "rest"):
-        rs = results[transport]
+        rs = results["admit", transport]
         rounds = ", ".join(f"{r['rate']:.0f}" for r in rs)
         rates[transport] = statistics.median(r["rate"] for r in rs)
         print(f"{transport:<5} {rates[transport]:>7.0f}/s   p50 {statistics.median(r['p50_ms'] for r in rs):6.1f} ms"
@@ -164,6 +216,29 @@ def main() -> None:
               f"(rounds: {rounds})")
     print(f"gRPC / REST: {rates['grpc'] / rates['rest']:.2f}x (target >= 1.1x); {reserved} reservations, "
           f"{denied} denied")
+
+    print(f"\nBatch ingest, {BATCH} attempts per call (RecordPromptAttempts: {size} bytes, limit "
+          f"{MAX_RECEIVE_BYTES}; POST /api/v1/attempts), same servers, clients and rounds")
+    rates = {}
+    for transport in ("grpc", "rest"):
+        rs = results["ingest", transport]
+        rounds = ", ".join(f"{r['rate'] * BATCH:.0f}" for r in rs)
+        rates[transport] = statistics.median(r["rate"] for r in rs) * BATCH
+        print(f"{transport:<5} {rates[transport]:>7.0f} attempts/s   per call p50 "
+              f"{statistics.median(r['p50_ms'] for r in rs):6.1f} ms   p99 "
+              f"{statistics.median(r['p99_ms'] for r in rs):6.1f} ms   (rounds: {rounds})")
+    print(f"gRPC / REST: {rates['grpc'] / rates['rest']:.2f}x; {ingest_calls} calls answered accepted={BATCH}, "
+          f"{stored} rows stored")
+
+
+def grpc_batch_bytes() -> int:
+    """The serialized size of the benchmark's 1,000-attempt RecordPromptAttempts message."""
+    from google.protobuf import json_format
+
+    from apps.gateway.grpc.gen.modeloman.v1 import control_plane_pb2 as pb
+
+    message = json_format.ParseDict({"attempts": batch_items()}, pb.RecordPromptAttemptsRequest())
+    return message.ByteSize()
 
 
 if __name__ == "__main__":
