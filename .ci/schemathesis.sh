@@ -22,11 +22,18 @@ psql "$server_url/postgres" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "C
 export DATABASE_URL="$server_url/$db" DJANGO_SETTINGS_MODULE=modeloman.settings.production
 export SECRET_KEY="$($PY -c 'import secrets; print(secrets.token_urlsafe(50))')"
 export KEY_PEPPER="$($PY -c 'import secrets; print(secrets.token_urlsafe(48))')"
+export REQUEST_SIGNING_KEY="$($PY -c 'import secrets; print(secrets.token_urlsafe(48))')"
+# A fuzzer cannot sign what it generates, so signed writes are not required here (production
+# requires them; tests/gateway/test_signing.py covers every refusal). A generated signature header
+# is still checked, and its 401 is an answer Schemathesis accepts.
+export REQUIRE_SIGNED_WRITES=false
 export ALLOWED_HOSTS=127.0.0.1 SECURE_SSL_REDIRECT=false RATE_LIMIT_GET=1000000/m RATE_LIMIT_MUTATION=1000000/m
 $PY manage.py migrate --noinput --verbosity 0
 scopes=$($PY manage.py shell --no-imports -c 'from apps.gateway.access import ALL_SCOPES; print(",".join(sorted(ALL_SCOPES)))')
 export SCHEMATHESIS_TOKEN
-SCHEMATHESIS_TOKEN=$($PY manage.py create_agent_key --project schemathesis --agent fuzzer --scopes "$scopes" --create)
+# create_agent_key prints the token, then the key's signing secret.
+SCHEMATHESIS_TOKEN=$($PY manage.py create_agent_key --project schemathesis --agent fuzzer --scopes "$scopes" --create \
+  | sed -n 1p)
 
 mkdir -p var
 log=var/schemathesis-gunicorn.log

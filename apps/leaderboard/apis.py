@@ -67,8 +67,8 @@ class LeaderboardApi(GatewayApi):
         auth=[],
     )
     def get(self, request: Request) -> HttpResponse:
-        kind, window = selectors.public_board_params(kind=request.query_params.get("kind", ""),
-                                                     window=request.query_params.get("window", ""))
+        kind, window = selectors.public_board_params(kind=request.query_params.get("kind"),
+                                                     window=request.query_params.get("window"))
 
         def build() -> Built:
             body = selectors.public_board(kind=kind, window=window)

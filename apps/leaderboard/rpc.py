@@ -17,7 +17,8 @@ def _entry_message(entry: dict) -> pb.LeaderboardEntry:
 
 class LeaderboardRpc:
     def GetLeaderboard(self, request: pb.GetLeaderboardRequest, context: Any) -> pb.Leaderboard:  # noqa: N802  # gRPC method name
-        kind, window = selectors.public_board_params(kind=request.kind, window=request.window)
+        # proto3 strings are never absent: empty means "not set", the default.
+        kind, window = selectors.public_board_params(kind=request.kind or None, window=request.window or None)
         board = selectors.public_board(kind=kind, window=window)
         return pb.Leaderboard(
             kind=board["kind"], window=board["window"], generated_at=timestamp(board["generated_at"]),

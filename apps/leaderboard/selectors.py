@@ -302,9 +302,11 @@ def board(*, kind: str, window_key: str, now: dt.datetime | None = None) -> Boar
                  generated_at=now, demo=demo_data_shown())
 
 
-def public_board_params(*, kind: str, window: str) -> tuple[str, str]:
-    """The (kind, window) of a public board request (empty: the defaults), or InvalidInput."""
-    kind, window = kind or "models", window or DEFAULT_WINDOW
+def public_board_params(*, kind: str | None, window: str | None) -> tuple[str, str]:
+    """The (kind, window) of a public board request (None: the defaults), or InvalidInput. An empty
+    value is not a default: REST's `?window=` is a mistake; gRPC's unset field arrives as None."""
+    kind = "models" if kind is None else kind
+    window = DEFAULT_WINDOW if window is None else window
     if window not in WINDOWS:
         raise InvalidInput(f"window must be one of {', '.join(WINDOWS)}.", code="invalid_window")
     if kind not in KINDS:
