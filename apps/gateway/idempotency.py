@@ -4,10 +4,18 @@
 `Idempotency-Key` header and the request bytes, the gRPC one the `idempotency-key` metadata and
 the serialized request. Every `write` operation of the access table goes through it.
 
-A write first claims (principal, key) in its own short transaction, so concurrent retries
-see it at once and get 409. The write itself and the stored response then commit together:
-a retry after success replays the stored response, and a write that failed leaves no claim
-behind. A claim abandoned by a crashed process can be taken over after a lease.
+The claim of (principal, key), the write itself and the stored response commit in ONE
+transaction (one commit, one WAL flush per write; issue 10):
+
+- A concurrent duplicate's claim `INSERT ... ON CONFLICT DO NOTHING` waits on the uncommitted
+  unique-index entry of the first request (up to `DB_LOCK_TIMEOUT_MS`, then 503
+  `database_timeout`). When the first commits, the duplicate replays its stored response; when
+  it rolls back (its write failed), the duplicate claims the key and runs itself. So duplicates
+  wait and replay rather than get 409.
+- A write that fails rolls back with its claim: nothing of it is left, and the key is free.
+- 409 `idempotency_in_flight` remains for a committed `in_flight` record, which only a writer of
+  the former two-transaction scheme (a rolling deploy) leaves behind; such a claim abandoned by a
+  crashed process is taken over after a lease, and an expired record at any time.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
 from apps.gateway import metrics
@@ -96,14 +104,15 @@ def _claim(principal: str, key: str, operation: str, fingerprint: str) -> int | 
     for _ in range(_CLAIM_ATTEMPTS):
         now = timezone.now()
         expires = now + retention()
-        with transaction.atomic(), connection.cursor() as cursor:
+        with connection.cursor() as cursor:  # inside the write's transaction (see idempotent())
             cursor.execute(_CLAIM, [principal, key, operation, fingerprint, now, expires])
             row = cursor.fetchone()
             if row:
                 return row[0]
             record = IdempotencyRecord.objects.filter(principal=principal, key=key).first()
             if record is None:
-                # The holder failed and deleted its claim between our INSERT and this read: claim again.
+                # Deleted between our INSERT and this read (reaped, or a former-scheme claim whose
+                # write failed): claim again.
                 continue
             cursor.execute(_TAKE_OVER, [operation, fingerprint, now, expires, record.pk, now, now - IN_FLIGHT_LEASE])
             row = cursor.fetchone()
@@ -123,6 +132,11 @@ def _fingerprint(operation: str, request: bytes) -> str:
     digest = hashlib.sha256(f"{operation}\n".encode())
     digest.update(request)
     return digest.hexdigest()
+
+
+class _Refused(Exception):  # noqa: N818  # a wrapper, not an error of its own
+    def __init__(self, error: Conflict | KeyReused) -> None:
+        self.error = error
 
 
 @dataclass(frozen=True)
@@ -153,27 +167,30 @@ def idempotent(*, principal: KeyOwner, key: str | None, operation: str, request:
     (status, body). A domain error from `run` stores nothing and frees the key for a retry.
 
     Raises 400 for a missing or malformed key, 422 when the key was used for another request,
-    409 while the first request with the key is still running."""
+    409 for a committed in-flight claim (former scheme). A duplicate of a request still running
+    waits for it (module docstring)."""
     check_key(key)
-    try:
-        claim = _claim(principal_scope(principal), key, operation, _fingerprint(operation, request))
-    except (Conflict, KeyReused) as refused:
-        metrics.idempotency_conflict(operation, refused.code)
-        raise
-    if isinstance(claim, IdempotencyRecord):
-        metrics.idempotency_replayed(operation)
-        return Outcome(claim.response_status, claim.response_body, replayed=True)
+    fingerprint = _fingerprint(operation, request)
 
-    def write_and_store() -> tuple[int, Any]:
+    def claim_write_and_store() -> Outcome:
+        try:
+            claim = _claim(principal_scope(principal), key, operation, fingerprint)
+        except (Conflict, KeyReused) as error:  # told apart from a Conflict raised by `run`
+            raise _Refused(error) from None
+        if isinstance(claim, IdempotencyRecord):
+            return Outcome(claim.response_status, claim.response_body, replayed=True)
         status, body = run()
         IdempotencyRecord.objects.filter(pk=claim).update(
             state=IdempotencyRecord.State.COMPLETED, response_status=status, response_body=sanitize(body))
-        return status, body
+        return Outcome(status, body)
 
     try:
-        # A deadlock or serialization failure runs the write again (or ends as 503), never a 500.
-        status, body = atomic_with_retry(write_and_store)
-    except BaseException:
-        IdempotencyRecord.objects.filter(pk=claim, state=IdempotencyRecord.State.IN_FLIGHT).delete()
-        raise
-    return Outcome(status, body)
+        # One transaction: an error (a domain error of `run`, a refusal) rolls the claim back with
+        # the write. A deadlock or serialization failure runs it all again (or ends as 503), never a 500.
+        outcome = atomic_with_retry(claim_write_and_store)
+    except _Refused as refused:
+        metrics.idempotency_conflict(operation, refused.error.code)
+        raise refused.error from None
+    if outcome.replayed:
+        metrics.idempotency_replayed(operation)
+    return outcome

@@ -18,13 +18,12 @@ import datetime as dt
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import NamedTuple
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from apps.gateway import metrics
@@ -191,18 +190,15 @@ def _reserve(windows: list[tuple[CapRule, dt.datetime]], amounts: list[Decimal],
     params = [[c.id for c, _ in windows], [s for _, s in windows], amounts, [c.enforce for c, _ in windows],
               [c.metric for c, _ in windows], reservation_id, agent_id, model, tokens, cost, now,
               now + dt.timedelta(seconds=settings.RESERVATION_TTL_SECONDS)]
-    sql = "SELECT * FROM policy_reserve(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-    try:
-        # Outside a transaction the call is its own (one round trip); inside one, a savepoint
-        # keeps a denial from aborting the caller's transaction.
-        with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchall()
-    except DatabaseError as error:
-        cause = error.__cause__
-        if getattr(cause, "sqlstate", None) == "MM001":
-            raise _CapDenied(int(cause.diag.message_detail)) from None
-        raise
+    sql = "SELECT * FROM policy_reserve_or_deny(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    # A denial comes back as a row, not an error (migration 0008), so the call needs no savepoint
+    # inside the caller's transaction: one round trip either way.
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if rows and rows[0][5]:
+        raise _CapDenied(rows[0][0])
+    return [row[:5] for row in rows]
 
 
 def _status(cap: CapRule, start: dt.datetime, row) -> CapStatus:

@@ -1,5 +1,6 @@
 import datetime as dt
 import threading
+from contextlib import nullcontext
 from decimal import Decimal
 
 import pytest
@@ -278,3 +279,22 @@ def test_lowering_a_limit_below_usage_blocks_without_breaking_the_ledger():
     assert not admit(principal).allowed
     assert AuditEvent.objects.filter(action="cap.update", target_id=str(cap.pk)).exists()
     assert PolicyCap.objects.get(pk=cap.pk).limit == Decimal(20)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("in_a_transaction", [True, False])
+def test_a_denial_by_a_later_cap_undoes_the_earlier_caps_reservation(in_a_transaction):
+    """policy_reserve_or_deny reports a denial as a row (no savepoint round trips, issue 10): the
+    caps reserved before the one that does not fit are still given back, inside a transaction or not."""
+    make_price("gpt-test", input_per_mtok="10")
+    principal = principal_for()
+    roomy = make_cap(limit="1000")  # reserved first (lower id), then undone
+    tight = make_cap(metric="requests", window="minute", limit="1")
+    assert admit(principal).allowed
+    with transaction.atomic() if in_a_transaction else nullcontext():
+        assert connection.in_atomic_block == in_a_transaction
+        denied = admit(principal)
+    assert denied.reasons == [f"cap_exceeded:{tight.pk}"] and denied.reservation_id is None
+    assert (ledger(roomy).reserved, ledger(tight).reserved) == (Decimal("10"), Decimal("1"))
+    assert Reservation.objects.count() == 1
+    assert {c.cap_id: c.reserved for c in denied.caps} == {roomy.pk: Decimal("10"), tight.pk: Decimal("1")}

@@ -53,25 +53,27 @@ def admit_traced(api_client, bearer, token) -> tuple[int, list[str]]:
     return status, sent
 
 
-def test_a_warm_admission_is_nine_round_trips_in_two_transactions(api_client, bearer, agent_token,
+def test_a_warm_admission_is_five_round_trips_in_one_transaction(api_client, bearer, agent_token,
                                                                    django_assert_num_queries):
     assert api_client.post(ADMISSIONS, BODY, format="json", **bearer(agent_token)).status_code == 200  # fills caches
-    with django_assert_num_queries(9) as captured:
+    with django_assert_num_queries(5) as captured:
         status, sent = admit_traced(api_client, bearer, agent_token)
     assert status == 200
     statements = [query["sql"].split(None, 1)[0].upper() for query in captured.captured_queries]
-    # Claim (its own transaction), then the effect and the stored response (a second one), the
-    # reservation inside a savepoint: three statements that do work, six of transaction control.
-    assert statements == ["BEGIN", "INSERT", "COMMIT", "BEGIN", "SAVEPOINT", "SELECT", "RELEASE", "UPDATE", "COMMIT"]
-    assert "policy_reserve(" in captured.captured_queries[5]["sql"]
-    assert sent == ["Query"] * 9  # one simple-protocol message, so one round trip, per statement
+    # Claim, effect and stored response in one transaction, one commit (issue 10); the reservation
+    # reports a denial as a row, so it needs no savepoint: three statements do work, two are BEGIN/COMMIT.
+    assert statements == ["BEGIN", "INSERT", "SELECT", "UPDATE", "COMMIT"]
+    assert "telemetry_idempotencyrecord" in captured.captured_queries[1]["sql"]
+    assert "policy_reserve_or_deny(" in captured.captured_queries[2]["sql"]
+    assert "telemetry_idempotencyrecord" in captured.captured_queries[3]["sql"]
+    assert sent == ["Query"] * 5  # one simple-protocol message, so one round trip, per statement
 
 
 def test_a_cold_admission_adds_the_lookups_the_process_caches_answer(api_client, bearer, agent_token,
                                                                      django_assert_num_queries):
     # First request of a process (or after a NOTIFY): the key (and its coalesced last_used_at),
     # agent, policies, caps and price are read once, then served from the caches.
-    with django_assert_num_queries(15) as captured:
+    with django_assert_num_queries(11) as captured:
         status, _ = admit_traced(api_client, bearer, agent_token)
     assert status == 200
     tables = " ".join(query["sql"] for query in captured.captured_queries)

@@ -168,3 +168,77 @@ def test_concurrent_retries_of_a_failing_request_get_its_400_or_409_never_500():
     assert len(outcomes) == threads_per_round * rounds
     assert set(outcomes) <= {(400, "validation_error"), (409, "idempotency_in_flight")}, sorted(set(outcomes))
     assert not Run.objects.exists() and not IdempotencyRecord.objects.exists()
+
+
+class _Owner:
+    agent_id = None
+    key_pk = 424242
+
+
+def _wait_until_blocked_on_a_lock(timeout: float = 10.0) -> None:
+    """Until some other session waits on a lock (the duplicate's claim on the unique index)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    with connections["default"].cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                           "AND datname = current_database()")
+            if cursor.fetchone()[0]:
+                return
+            time.sleep(0.01)
+    raise AssertionError("the duplicate never waited on the first request's claim")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("first_fails", [False, True])
+def test_a_concurrent_duplicate_waits_for_the_first_then_replays_or_runs_itself(first_fails):
+    """Issue 10: claim, effect and stored response are one transaction, so a duplicate's claim waits
+    on the first request's uncommitted one: it replays the first's response when that commits, and
+    runs itself when the first failed (its rollback took the claim with it). No 409 either way."""
+    from apps.gateway.errors import InvalidInput
+    from apps.gateway.idempotency import idempotent
+
+    release, key, effects = threading.Event(), uuid.uuid4().hex, []
+    results: dict[str, object] = {}
+
+    def first_run():
+        effects.append("first")
+        assert release.wait(10)
+        if first_fails:
+            raise InvalidInput("failed on purpose", code="validation_error")
+        return 201, {"by": "first"}
+
+    def call(name, run):
+        try:
+            results[name] = idempotent(principal=_Owner(), key=key, operation="Test", request=b"same", run=run)
+        except Exception as error:  # noqa: BLE001  # the outcome to assert on
+            results[name] = error
+        finally:
+            connections.close_all()
+
+    first = threading.Thread(target=call, args=("first", first_run))
+    first.start()
+    while not effects:  # the first has claimed and is running
+        threading.Event().wait(0.005)
+    def second_run():
+        effects.append("second")
+        return 201, {"by": "second"}
+
+    second = threading.Thread(target=call, args=("second", second_run))
+    second.start()
+    _wait_until_blocked_on_a_lock()
+    release.set()
+    first.join(10)
+    second.join(10)
+
+    if first_fails:
+        assert isinstance(results["first"], InvalidInput)
+        assert (results["second"].body, results["second"].replayed) == ({"by": "second"}, False)
+        assert effects == ["first", "second"]
+    else:
+        assert (results["first"].body, results["first"].replayed) == ({"by": "first"}, False)
+        assert (results["second"].status, results["second"].body, results["second"].replayed) == (
+            201, {"by": "first"}, True)
+        assert effects == ["first"]
+    assert IdempotencyRecord.objects.get(key=key).response_body == results["second"].body
