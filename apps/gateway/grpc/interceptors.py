@@ -227,7 +227,7 @@ def _once(operation: Operation, principal: Principal, call: Call, request: Messa
     outcome = idempotent(principal=principal, key=call.metadata.get(IDEMPOTENCY_KEY), operation=operation.name,
                          request=b"grpc\n" + request.SerializeToString(deterministic=True), run=run)
     if not outcome.replayed:
-        return responses[0]
+        return responses[-1]  # the run that committed: an earlier one may have been rolled back and retried
     call.trailing.append((REPLAYED, "true"))
     return json_format.ParseDict(outcome.body, _response_class(operation.name)())
 

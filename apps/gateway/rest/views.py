@@ -43,7 +43,7 @@ def _idempotent_method(method: Callable[..., Response], operation: Op) -> Callab
                              operation=operation, request=_request_bytes(request), run=run)
         if outcome.replayed:
             return Response(outcome.body, status=outcome.status, headers={"Idempotent-Replayed": "true"})
-        return responses[0]
+        return responses[-1]  # the run that committed: an earlier one may have been rolled back and retried
 
     return write
 
