@@ -43,8 +43,10 @@ class KeyReused(PreconditionFailed):
 
 
 class KeyOwner(Protocol):
-    agent_id: int | None
-    key_pk: int
+    @property
+    def agent_id(self) -> int | None: ...
+    @property
+    def key_pk(self) -> int: ...
 
 
 def retention() -> timedelta:
@@ -154,7 +156,7 @@ def idempotent(*, principal: KeyOwner, key: str | None, operation: str, request:
 
     Raises 400 for a missing or malformed key, 422 when the key was used for another request,
     409 while the first request with the key is still running."""
-    check_key(key)
+    key = check_key(key)
     try:
         claim = _claim(principal_scope(principal), key, operation, _fingerprint(operation, request))
     except (Conflict, KeyReused) as refused:
@@ -162,7 +164,8 @@ def idempotent(*, principal: KeyOwner, key: str | None, operation: str, request:
         raise
     if isinstance(claim, IdempotencyRecord):
         metrics.idempotency_replayed(operation)
-        return Outcome(claim.response_status, claim.response_body, replayed=True)
+        # _claim returns only completed records, and completing one stores its status.
+        return Outcome(claim.response_status, claim.response_body, replayed=True)  # type: ignore[arg-type]
 
     def write_and_store() -> tuple[int, Any]:
         status, body = run()

@@ -68,7 +68,7 @@ def test_the_body_is_compared_byte_for_byte(api_client, token):
 
 
 def test_two_agents_with_the_same_key_string_do_not_collide(api_client, db):
-    one, two = issue_key(AgentFactory()).token, issue_key(AgentFactory()).token
+    one, two = issue_key(AgentFactory.create()).token, issue_key(AgentFactory.create()).token
     a = api_client.post(RUNS, {"task": "same"}, format="json", **headers(one, "shared-key"))
     b = api_client.post(RUNS, {"task": "same"}, format="json", **headers(two, "shared-key"))
     assert a.status_code == b.status_code == 201
