@@ -48,6 +48,7 @@ tests/e2e/node_modules/.installed: tests/e2e/package-lock.json
 
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # Benchmarks run in throwaway databases; local settings with a DATABASE_URL still need a pepper.
 bench: export KEY_PEPPER ?= bench-key-pepper-for-throwaway-databases-only

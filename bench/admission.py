@@ -14,6 +14,7 @@ connections, and p50/p99 with the load paced near the offered rate. Needs wrk (a
 """
 
 import argparse
+import datetime as dt
 import hmac
 import os
 import threading
@@ -51,15 +52,18 @@ def ours(token: str) -> bool:
 def naive(token: str) -> bool:
     """What a straightforward ORM implementation does on every request."""
     parsed = tokens.parse(token)
+    if parsed is None:
+        return False
     key = ApiKey.objects.select_related("agent__project").get(key_id=parsed.key_id)
     expected = tokens.digest(parsed.key_id, parsed.secret, settings.KEY_PEPPER)
-    if not hmac.compare_digest(expected, key.digest) or key.revoked_at or key.agent.status != "active":
-        return False
     agent = key.agent
+    if not hmac.compare_digest(expected, key.digest) or key.revoked_at or agent is None or agent.status != "active":
+        return False
     subject = Q(subject_type="global") | Q(project_id=agent.project_id) | Q(agent_id=agent.pk)
     if Policy.objects.filter(subject, kill_switch=True).exists():
         return False
     price = ModelPrice.objects.filter(model=MODEL).order_by("-effective_from").first()
+    assert price is not None, "the setup prices MODEL"
     cost = (100 * price.input_usd_per_mtok + 50 * price.output_usd_per_mtok) / Decimal(1_000_000)
     now = timezone.now()
     with transaction.atomic():
@@ -169,7 +173,7 @@ def main() -> None:
         token = key_services.api_key_create(actor=actor, agent=agent, scopes=["tasks:write"]).token
         policy_services.model_price_save(actor=actor, price=ModelPrice(
             model=MODEL, input_usd_per_mtok=Decimal(1), output_usd_per_mtok=Decimal(2),
-            effective_from=timezone.now() - timezone.timedelta(days=1)))
+            effective_from=timezone.now() - dt.timedelta(days=1)))
         policy_services.policy_set(actor=actor, subject_type="global", max_tokens_per_attempt=10**6)
         policy_services.cap_save(actor=actor, cap=PolicyCap(subject_type="global", metric="cost_usd",
                                                             window="day", limit=Decimal(10**9)))

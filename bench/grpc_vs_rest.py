@@ -126,6 +126,7 @@ def grpc_server(env: dict[str, str]):
     process = subprocess.Popen([sys.executable, "manage.py", "grpcserve"], cwd=BASE_DIR,
                                env={**env, "GRPC_ADDR": "127.0.0.1:0"}, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout is not None
     line = process.stdout.readline().strip()
     if not line.startswith("grpcserve listening on "):
         process.kill()

@@ -51,7 +51,7 @@ def run(enabled: bool, token: str, *, seconds: float, clients: int) -> dict[str,
     env = {"DJANGO_SETTINGS_MODULE": "modeloman.settings.local", "DATABASE_URL": database_url(),
            "KEY_PEPPER": settings.KEY_PEPPER, "METRICS_ENABLED": str(enabled).lower(),
            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="bench-metrics-"), "LOG_LEVEL": "WARNING"}
-    with gunicorn_server(workers=2, env=env, config=True) as base:
+    with gunicorn_server(workers=2, env=env) as base:
         url = f"{base}/api/v1/admissions"
         client((url, token, time.time() + 1.0))  # warm up: key and policy caches, connections
         deadline = time.time() + seconds

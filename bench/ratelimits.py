@@ -11,6 +11,7 @@ is the median round.
 """
 
 import argparse
+import datetime as dt
 import os
 import re
 import secrets
@@ -117,10 +118,14 @@ def wrk(base: str, token: str, *, seconds: float, connections: int, script: str)
     out = result.stdout
     if "Non-2xx" in out:
         raise RuntimeError(f"some admissions failed:\n{out}")
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert requests is not None, out
+    rate = float(requests.group(1))
 
     def percentile(label: str) -> float:
-        value, unit = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", out).groups()
+        latency = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", out)
+        assert latency is not None, out
+        value, unit = latency.groups()
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     return rate, percentile("50"), percentile("99")
@@ -168,7 +173,7 @@ def main() -> None:
         token = key_services.api_key_create(actor=actor, agent=agent, scopes=["tasks:write"]).token
         policy_services.model_price_save(actor=actor, price=ModelPrice(
             model=MODEL, input_usd_per_mtok=Decimal(1), output_usd_per_mtok=Decimal(2),
-            effective_from=timezone.now() - timezone.timedelta(days=1)))
+            effective_from=timezone.now() - dt.timedelta(days=1)))
         policy_services.cap_save(actor=actor, cap=PolicyCap(subject_type="global", metric="cost_usd",
                                                             window="day", limit=Decimal(10**9)))
         policy_services.cap_save(actor=actor, cap=PolicyCap(subject_type="agent", agent=agent, metric="requests",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django import forms
 from django.contrib import admin, messages
@@ -14,19 +15,27 @@ from django.template.response import TemplateResponse
 
 from apps.gateway.errors import DomainError
 
+if TYPE_CHECKING:
+    # Mixins for ModelAdmin subclasses: the type checker sees the ModelAdmin API they call.
+    ModelAdminMixin = admin.ModelAdmin
+else:
+    ModelAdminMixin = object
+
+_M = TypeVar("_M", bound=Model)
+
 
 class ReasonForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), max_length=2000)
 
 
-class ConfirmedActionsMixin:
+class ConfirmedActionsMixin(ModelAdminMixin):
     """`confirm_action(...)` shows a confirmation form first; on "yes" it applies the service
     to each selected object and reports per-object failures."""
 
     confirmation_template = "admin/confirm_action.html"
 
-    def confirm_action(self, request: HttpRequest, queryset: QuerySet, *, action: str, title: str, intro: str,
-                       apply: Callable[[Model, dict], object], form_class: type[forms.Form] = ReasonForm,
+    def confirm_action(self, request: HttpRequest, queryset: QuerySet[_M], *, action: str, title: str, intro: str,
+                       apply: Callable[[_M, dict[str, Any]], object], form_class: type[forms.Form] = ReasonForm,
                        on_done: Callable[[list], HttpResponse | None] | None = None) -> HttpResponse | None:
         form = form_class(request.POST if request.POST.get("confirm") == "yes" else None)
         if form.is_bound and form.is_valid():

@@ -50,7 +50,8 @@ class AdminOTPMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if settings.ADMIN_REQUIRE_OTP and _under_admin(request):
             user = request.user
-            if user.is_authenticated and not user.is_verified():
+            # django_otp's OTPMiddleware (earlier in MIDDLEWARE) gives request.user its is_verified().
+            if user.is_authenticated and not user.is_verified():  # type: ignore[attr-defined]
                 request.user = AnonymousUser()
         return self.get_response(request)
 
@@ -95,7 +96,7 @@ def _new_failure_series(sender: object, credentials: dict, request: HttpRequest 
     """A counter at 1 starts a new series (after the cool-off, or `axes_reset_*`): forget that the
     last lockout of that username or address was audited. Runs after django-axes's own receiver
     (connected when its app loaded), so the counters already include this failure."""
-    if request is None or not settings.AXES_ENABLED:
+    if request is None or not getattr(settings, "AXES_ENABLED", True):  # axes' default when unset
         return
     cache = get_cache()
     username = get_client_username(request, credentials)

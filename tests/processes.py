@@ -135,8 +135,10 @@ def grpcserve(*, env: dict[str, str] | None = None, stop: bool = True) -> Iterat
 def _first_line(process: subprocess.Popen, *, timeout: float) -> str:
     import selectors
 
+    stdout = process.stdout
+    assert stdout is not None, "started with stdout=PIPE"
     with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
+        selector.register(stdout, selectors.EVENT_READ)
         if not selector.select(timeout):
             return ""
-    return process.stdout.readline().strip()
+    return stdout.readline().strip()

@@ -36,6 +36,7 @@ def operator(client):
 def one_of_everything():
     issued = issue_key()
     agent = issued.api_key.agent
+    assert agent is not None
     Group.objects.create(name="operators")
     make_price("gpt-test")
     make_cap(subject=agent, limit="1")
@@ -74,7 +75,7 @@ def test_every_model_admin_renders_changelist_add_and_change(operator, one_of_ev
         assert changelist.status_code == 200, info
         if model_admin.has_add_permission(changelist.wsgi_request):
             assert operator.get(reverse(f"{info}_add")).status_code == 200, info
-        obj = model.objects.first()
+        obj = model._default_manager.first()
         assert obj is not None, info
         assert operator.get(reverse(f"{info}_change", args=[obj.pk])).status_code == 200, info
 
@@ -133,13 +134,14 @@ def test_usage_of_an_unpriced_model_is_marked_agent_priced(operator, one_of_ever
 
     policy_services.policy_set(actor=TEST_ACTOR, subject_type="global", allow_unpriced_models=True)
     agent = one_of_everything.api_key.agent
+    assert agent is not None
     principal = authenticate_token(issue_key(agent, scopes=["telemetry:write", "tasks:write"]).token)
     admission = ledger.admit(principal=principal, model="mystery-model", estimated_input_tokens=10,
                                       estimated_output_tokens=0, estimated_cost_usd=Decimal("0.25"))
     assert admission.allowed, admission.reasons
     telemetry.attempts_record(principal=principal, batch=False, items=[AttemptIn(
         model="mystery-model", success=True, input_tokens=1, output_tokens=1, latency_ms=5,
-        reported_cost_usd=Decimal("0.2"), reservation_id=admission.reservation_id)])
+        reported_cost_usd="0.2", reservation_id=admission.reservation_id)])
 
     attempts = operator.get(reverse("admin:telemetry_promptattempt_changelist"))
     by_model = {a.model: attempts.context["cl"].model_admin.priced_by(a) for a in attempts.context["cl"].result_list}
@@ -150,6 +152,7 @@ def test_usage_of_an_unpriced_model_is_marked_agent_priced(operator, one_of_ever
     changelist = reservations.context["cl"]
     marks = {r.model: changelist.model_admin.priced_by(r) for r in changelist.result_list}
     assert marks == {"gpt-test": "server", "mystery-model": "agent (unpriced model)"}
+    assert admission.reservation_id is not None
     assert Reservation.objects.get(id=admission.reservation_id).state == "settled"
 
 

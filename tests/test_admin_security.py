@@ -13,6 +13,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.contrib import admin
@@ -73,7 +74,9 @@ class Browser:
     def login(self, admin_url: str, username: str, password: str, token: str | None = None) -> tuple[int, str, dict]:
         status, page, _ = self.request("GET", f"/{admin_url}login/")
         assert status == 200, page
-        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+        csrf_field = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page)
+        assert csrf_field is not None, page
+        csrf = csrf_field.group(1)
         form = {"csrfmiddlewaretoken": csrf, "username": username, "password": password,
                 "next": f"/{admin_url}"}
         if token is not None:
@@ -187,7 +190,7 @@ def clean_lockouts():
     cache.clear()
 
 
-def attempt(username: str, password: str, address: str, **headers: str) -> int:
+def attempt(username: str, password: str, address: str, **headers: Any) -> int:
     return Client(REMOTE_ADDR=address, **headers).post(
         reverse("admin:login"), {"username": username, "password": password}).status_code
 
@@ -212,6 +215,7 @@ def test_repeated_failures_lock_the_account_and_the_address_and_are_audited_once
     event = AuditEvent.objects.get(action="admin.login_locked_out")
     assert (event.actor_label, event.target_type, event.client_ip) == (
         "system:login-lockout", "auth.user", "203.0.113.7")
+    assert event.after is not None
     assert event.after["locked"] == ["username", "ip_address"]
     assert (event.after["username"], event.after["ip_address"]) == ("alice", "203.0.113.7")
 
@@ -221,6 +225,7 @@ def test_an_unknown_username_locks_too_and_names_what_was_typed(clean_lockouts):
     for _ in range(5):
         attempt("nobody", "guess", "203.0.113.8")
     event = AuditEvent.objects.get(action="admin.login_locked_out")
+    assert event.after is not None
     assert event.after["username"] == "nobody" and event.target_repr == "nobody"
 
 

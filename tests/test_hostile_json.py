@@ -17,7 +17,7 @@ def deep(depth: int) -> bytes:
 
 @pytest.fixture
 def agent_setup(db):
-    agent = AgentFactory()
+    agent = AgentFactory.create()
     token = issue_key(agent, scopes=["tasks:write", "telemetry:write", "policy:write", "policy:read"]).token
     run = Run.objects.create(agent=agent, project=agent.project, task="t")
     cap = make_cap(subject=agent, metric="tokens", limit="1000")

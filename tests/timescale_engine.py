@@ -12,6 +12,7 @@ import os
 
 import pytest
 from django.conf import settings
+from pytest_django import DjangoDbBlocker
 
 ENABLED = os.environ.get("TIMESCALE_TESTS") == "1"
 
@@ -27,7 +28,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session", name="django_db_setup")
-def migrate_in_place(django_db_blocker: pytest.FixtureRequest) -> None:
+def migrate_in_place(django_db_blocker: DjangoDbBlocker) -> None:
     """Replaces pytest-django's: migrate the (only) database instead of creating test_<name>."""
     from django.core.management import call_command
 

@@ -15,7 +15,7 @@ import decimal
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connection, models
 from django.utils import timezone
@@ -23,6 +23,9 @@ from django.utils import timezone
 from apps.audit.chain import CHAINED_FIELDS, GENESIS_HASH, row_hash
 from apps.audit.models import AuditChainHead, AuditEvent
 from apps.gateway.identity import client_ip_var, request_id_var
+
+if TYPE_CHECKING:
+    from apps.gateway.auth import Principal
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class Actor:
         return cls(type=AuditEvent.ActorType.USER, label=f"user:{user.get_username()}", user_id=user.pk)
 
     @classmethod
-    def for_principal(cls, principal: Any) -> Actor:
+    def for_principal(cls, principal: Principal) -> Actor:
         return cls(type=AuditEvent.ActorType.KEY, label=f"key:{principal.key_id}", key_id=principal.key_id)
 
     @classmethod
@@ -66,6 +69,8 @@ def snapshot(instance: models.Model, fields: Iterable[str]) -> dict[str, Any]:
     out = {}
     for name in fields:
         field = instance._meta.get_field(name)
+        if not isinstance(field, models.Field):  # a reverse relation or generic key has no column of its own
+            raise TypeError(f"{name} is not a concrete field of {type(instance).__name__}")
         out[name] = _json_safe(getattr(instance, field.attname))
     return out
 

@@ -29,4 +29,5 @@ class ExportRpc:
         for section, rows in selectors.export_sections():
             field, message_class = RECORDS[section]
             for row in rows:
-                yield pb.ExportRecord(**{field: message_from_row(message_class, row)})
+                record: dict[str, Any] = {field: message_from_row(message_class, row)}  # the oneof member
+                yield pb.ExportRecord(**record)

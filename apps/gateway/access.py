@@ -121,8 +121,11 @@ assert all(op.is_write for op in OPERATIONS.values() if op.signed), "only writes
 class Caller(Protocol):
     """What the access check needs to know about an authenticated caller (a `Principal`)."""
 
-    scopes: frozenset[str]
-    agent_status: str | None
+    # Read-only members, so the frozen `Principal` dataclass satisfies the protocol.
+    @property
+    def scopes(self) -> frozenset[str]: ...
+    @property
+    def agent_status(self) -> str | None: ...
 
 
 QUARANTINED = "quarantined"  # apps.keys.models.Agent.Status.QUARANTINED (no app import here)

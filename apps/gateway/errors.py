@@ -9,7 +9,7 @@ on `code`, never on `detail` text.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, ClassVar
+from typing import Any
 
 from apps.gateway.identity import request_id_var
 
@@ -57,7 +57,8 @@ class DomainError(Exception):
     status = 400
     code = "bad_request"
     title = "Bad request"
-    headers: ClassVar[dict[str, str]] = {}  # extra REST response headers; subclasses replace it, never mutate it
+    # Extra REST response headers: subclasses (or an instance, e.g. RateLimitExceeded) replace it, never mutate it.
+    headers: dict[str, str] = {}
 
     def __init__(self, detail: str, *, code: str | None = None, **extra: Any) -> None:
         super().__init__(detail)
@@ -135,7 +136,7 @@ class Unavailable(DomainError):
     status = 503
     code = "unavailable"
     title = "Unavailable"
-    headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
+    headers = {"Retry-After": "1"}
 
 
 def problem_body(*, status: int, code: str, title: str, detail: str, **extra: Any) -> dict:

@@ -51,8 +51,10 @@ class KeyReused(PreconditionFailed):
 
 
 class KeyOwner(Protocol):
-    agent_id: int | None
-    key_pk: int
+    @property
+    def agent_id(self) -> int | None: ...
+    @property
+    def key_pk(self) -> int: ...
 
 
 def retention() -> timedelta:
@@ -169,7 +171,7 @@ def idempotent(*, principal: KeyOwner, key: str | None, operation: str, request:
     Raises 400 for a missing or malformed key, 422 when the key was used for another request,
     409 for a committed in-flight claim (former scheme). A duplicate of a request still running
     waits for it (module docstring)."""
-    check_key(key)
+    key = check_key(key)
     fingerprint = _fingerprint(operation, request)
 
     def claim_write_and_store() -> Outcome:
@@ -178,7 +180,8 @@ def idempotent(*, principal: KeyOwner, key: str | None, operation: str, request:
         except (Conflict, KeyReused) as error:  # told apart from a Conflict raised by `run`
             raise _Refused(error) from None
         if isinstance(claim, IdempotencyRecord):
-            return Outcome(claim.response_status, claim.response_body, replayed=True)
+            # _claim returns only completed records, and completing one stores its status.
+            return Outcome(claim.response_status, claim.response_body, replayed=True)  # type: ignore[arg-type]
         status, body = run()
         IdempotencyRecord.objects.filter(pk=claim).update(
             state=IdempotencyRecord.State.COMPLETED, response_status=status, response_body=sanitize(body))

@@ -52,7 +52,8 @@ _DERIVATION_LABEL = "modeloman-request-signing-v1:"
 
 
 class SignedKey(Protocol):
-    key_id: str
+    @property
+    def key_id(self) -> str: ...
 
 
 def signing_secret_for(key_id: str, *, server_key: str | None = None) -> str:

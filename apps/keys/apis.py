@@ -1,9 +1,9 @@
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.gateway.access import Op
+from apps.gateway.rest.request import AgentRequest
 from apps.gateway.rest.views import GatewayApi
 
 
@@ -20,7 +20,7 @@ class WhoAmIApi(GatewayApi):
         expires_at = serializers.DateTimeField(allow_null=True)
 
     @extend_schema(responses=OutputSerializer)
-    def get(self, request: Request) -> Response:
+    def get(self, request: AgentRequest) -> Response:
         principal = request.auth
         data = self.OutputSerializer(principal).data
         data["scopes"] = sorted(principal.scopes)

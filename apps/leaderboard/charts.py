@@ -25,7 +25,8 @@ def sparkline(rates: Sequence[float | None], *, label: str, width: int = 96, hei
         return format_html('<span class="spark-empty">{}</span>', "no trend")
     step = width / max(1, len(rates) - 1)
     pad = 2
-    segments, current = [], []
+    segments: list[list[tuple[float, float]]] = []
+    current: list[tuple[float, float]] = []
     for index, rate in enumerate(rates):
         if rate is None:
             if current:

@@ -76,12 +76,13 @@ def _attempt_rows(board: selectors.Board) -> SafeString:
             about = format_html(' <span class="version">{}</span> <span class="sub">by {}</span>', entry.version,
                                 entry.project)
         else:
-            href, about = reverse("leaderboard:model", args=[entry.name]), ""
+            href, about = reverse("leaderboard:model", args=[entry.name]), SafeString()
         rate = entry.rate
+        estimate, low, high = (rate.estimate, rate.low, rate.high) if rate else (None, None, None)
         rows.append(format_html(
             _ATTEMPT_ROW, rank=entry.rank, label="Prompt" if entry.kind == "prompts" else "Model", href=href,
-            window=board.window.key, name=entry.name, about=about, attempts=entry.attempts, rate=pct(rate.estimate),
-            low=pct(rate.low), high=pct(rate.high), cost=usd(entry.cost_per_success),
+            window=board.window.key, name=entry.name, about=about, attempts=entry.attempts, rate=pct(estimate),
+            low=pct(low), high=pct(high), cost=usd(entry.cost_per_success),
             partial=_PARTIAL if entry.cost_partial else "", p50=ms(entry.p50_ms), p95=ms(entry.p95_ms), spark=spark))
     return mark_safe("".join(rows))  # noqa: S308  # every row went through format_html
 
@@ -148,7 +149,8 @@ def prompt_page(request: HttpRequest, project_id: int, name: str) -> HttpRespons
         board, comparisons = selectors.prompt_detail(project_id=project_id, name=name, window_key=window)
         if not comparisons:
             return _not_found(f"The prompt “{name}”")
-        chart = interval_chart([(f"{name} {c.entry.version}", c.entry.rate) for c in comparisons],
+        chart = interval_chart([(f"{name} {c.entry.version}", rate) for c in comparisons
+                                if (rate := c.entry.rate) is not None],
                                title=f"Success rate of each version of {name}, {board.window.label}",
                                axis_label="success rate (dot) with its 95% Wilson interval (bar)")
         return _render("leaderboard/prompt_detail.html", board=board, comparisons=comparisons, name=name,
@@ -167,7 +169,7 @@ def suite_page(request: HttpRequest, name: str) -> HttpResponse:
         board = selectors.suite_detail(name=name, window_key=window)
         if not board.entries:
             return _not_found(f"The suite “{name}”")
-        chart = interval_chart([(entry.model, entry.rate) for entry in board.entries],
+        chart = interval_chart([(entry.model, rate) for entry in board.entries if (rate := entry.rate) is not None],
                                title=f"Pass rate of each model on {name}, {board.window.label}",
                                axis_label="pass rate (dot) with its 95% Wilson interval (bar)")
         return _render("leaderboard/suite_detail.html", board=board, rows=_with_sparklines(board), name=name,

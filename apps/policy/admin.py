@@ -7,10 +7,12 @@ Project and Agent pages or on the global policy page. All writes go through serv
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
-from django.db.models import BooleanField, Exists, Model, OuterRef, QuerySet
+from django.db.models import BooleanField, Exists, OuterRef, QuerySet
 from django.db.models.expressions import RawSQL
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
@@ -28,7 +30,7 @@ from apps.policy.models import (
     SubjectType,
 )
 from apps.policy.selectors import current_usage
-from modeloman.admin_actions import ConfirmedActionsMixin, ReadOnlyModelAdmin
+from modeloman.admin_actions import ConfirmedActionsMixin, ModelAdminMixin, ReadOnlyModelAdmin
 
 POLICY_EDITABLE = ("allowed_models", "allow_unpriced_models", "max_tokens_per_attempt", "max_cost_per_attempt",
                    "max_concurrent_runs")
@@ -39,7 +41,7 @@ def _actor(request: HttpRequest) -> Actor:
     return Actor.for_user(request.user)
 
 
-def _subject(obj: Model) -> dict:
+def _subject(obj: Project | Agent | Policy) -> dict[str, Any]:
     if isinstance(obj, Project):
         return {"subject_type": SubjectType.PROJECT, "project": obj}
     if isinstance(obj, Agent):
@@ -54,11 +56,11 @@ class PolicySwitchActions(ConfirmedActionsMixin):
 
     def _switch(self, request: HttpRequest, queryset: QuerySet, *, action: str, title: str, intro: str,
                 **change: bool) -> HttpResponse | None:
-        return self.confirm_action(
-            request, queryset, action=action, title=title, intro=intro,
-            apply=lambda obj, data: services.policy_set(actor=_actor(request), reason=data["reason"],
-                                                        **_subject(obj), **change),
-        )
+        def apply(obj: Project | Agent | Policy, data: dict[str, Any]) -> Policy:
+            fields = {**_subject(obj), **change}
+            return services.policy_set(actor=_actor(request), reason=data["reason"], **fields)
+
+        return self.confirm_action(request, queryset, action=action, title=title, intro=intro, apply=apply)
 
     @admin.action(description="Engage kill switch…", permissions=["change"])
     def engage_kill_switch(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
@@ -101,10 +103,11 @@ class CapForm(forms.ModelForm):
 
     class Meta:
         model = PolicyCap
-        fields = ("metric", "window", "limit", "model", "mode", "enabled")
+        fields: tuple[str, ...] = ("metric", "window", "limit", "model", "mode", "enabled")
 
     def clean(self) -> dict:
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data
         if self.instance.pk is not None and not cleaned.get("reason"):  # the instance is unchanged until _post_clean
             changes = {name: cleaned[name] for name in services.CAP_SETTINGS if name in cleaned}
             loosened = services.cap_loosened_fields(self.instance, changes)
@@ -141,10 +144,10 @@ class AgentCapInline(_CapInline):
     fk_name = "agent"
 
 
-class PolicyFormsets:
+class PolicyFormsets(ModelAdminMixin):
     """Inline policy and cap rows are saved (and deleted) through the audited services."""
 
-    def save_formset(self, request: HttpRequest, form: forms.Form, formset, change: bool) -> None:
+    def save_formset(self, request: HttpRequest, form: forms.ModelForm, formset, change: bool) -> None:
         if formset.model not in (Policy, PolicyCap):
             return super().save_formset(request, form, formset, change)
         actor = _actor(request)
@@ -251,12 +254,14 @@ class PolicyCapAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: PolicyCap, form: forms.Form, change: bool) -> None:
         result = services.cap_propose(actor=_actor(request), cap=obj, reason=form.cleaned_data.get("reason", ""))
         if isinstance(result, PendingCapChange):
-            obj.pending_change = result  # nothing was saved: log and answer below say so instead
+            # An admin-only marker on the unsaved instance (not a model field), read by log_* and response_*.
+            obj.pending_change = result  # type: ignore[attr-defined]  # nothing was saved: log and answer below say so instead
 
-    def log_addition(self, request: HttpRequest, obj: PolicyCap, message: object) -> object:
+    # Django ignores what log_* return; None says no LogEntry was written for a proposal.
+    def log_addition(self, request: HttpRequest, obj: PolicyCap, message: object) -> object:  # type: ignore[override]
         return None if hasattr(obj, "pending_change") else super().log_addition(request, obj, message)
 
-    def log_change(self, request: HttpRequest, obj: PolicyCap, message: object) -> object:
+    def log_change(self, request: HttpRequest, obj: PolicyCap, message: object) -> object:  # type: ignore[override]
         return None if hasattr(obj, "pending_change") else super().log_change(request, obj, message)
 
     def response_add(self, request: HttpRequest, obj: PolicyCap, post_url_continue: str | None = None) -> HttpResponse:
@@ -397,6 +402,6 @@ class ReservationAdmin(ReadOnlyModelAdmin):
     @admin.display(description="priced by")
     def priced_by(self, reservation: Reservation) -> str:
         """An unpriced model's costs are the agent's own estimate and report, not ours."""
-        if reservation.priced:
+        if reservation.priced:  # type: ignore[attr-defined]  # annotated by get_queryset above
             return "server"
         return "agent (unpriced model)" if reservation.estimated_cost_usd is not None else "unpriced, no cost"

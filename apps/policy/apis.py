@@ -8,10 +8,10 @@ from urllib.parse import urlencode
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.gateway.access import Op
+from apps.gateway.rest.request import AgentRequest
 from apps.gateway.rest.serializers import (
     StrictBooleanField,
     StrictCharField,
@@ -74,7 +74,7 @@ class AdmissionsApi(GatewayApi):
         caps = CapStatusSerializer(many=True)
 
     @extend_schema(request=InputSerializer, responses=OutputSerializer)
-    def post(self, request: Request) -> Response:
+    def post(self, request: AgentRequest) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         fields = data.validated_data
@@ -145,11 +145,11 @@ class PolicyApi(GatewayApi):
         reason = StrictCharField(max_length=2000, required=False, allow_blank=True)
 
     @extend_schema(responses=PolicyViewSerializer)
-    def get(self, request: Request) -> Response:
+    def get(self, request: AgentRequest) -> Response:
         return Response(PolicyViewSerializer(selectors.agent_policy_view(principal=request.auth)).data)
 
     @extend_schema(request=InputSerializer, responses=LevelSerializer)
-    def put(self, request: Request) -> Response:
+    def put(self, request: AgentRequest) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         policy = services.policy_set_for_agent(principal=request.auth, **data.validated_data)
@@ -193,7 +193,7 @@ class CapsApi(GatewayApi):
         subject = serializers.ChoiceField(choices=[SubjectType.AGENT, SubjectType.PROJECT])
 
     @extend_schema(parameters=[PageSerializer], responses=CapPageSerializer)
-    def get(self, request: Request) -> Response:
+    def get(self, request: AgentRequest) -> Response:
         query = self.PageSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         caps, next_after = selectors.agent_caps_with_usage(principal=request.auth, **query.validated_data)
@@ -204,7 +204,7 @@ class CapsApi(GatewayApi):
         return Response({"results": CapWithUsageSerializer(caps, many=True).data, "next": next_url})
 
     @extend_schema(request=CreateSerializer, responses={201: CapSerializer})
-    def post(self, request: Request) -> Response:
+    def post(self, request: AgentRequest) -> Response:
         data = self.CreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         cap = services.cap_upsert_for_agent(principal=request.auth, **data.validated_data)
@@ -218,13 +218,13 @@ class CapDetailApi(GatewayApi):
     operations = {"PUT": Op.UPSERT_POLICY_CAP, "DELETE": Op.DELETE_POLICY_CAP}
 
     @extend_schema(request=CapInputSerializer, responses=CapSerializer)
-    def put(self, request: Request, cap_id: int) -> Response:
+    def put(self, request: AgentRequest, cap_id: int) -> Response:
         data = CapInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         cap = services.cap_upsert_for_agent(principal=request.auth, cap_id=cap_id, **data.validated_data)
         return Response(CapSerializer(cap).data)
 
     @extend_schema(request=None, responses={204: None})
-    def delete(self, request: Request, cap_id: int) -> Response:
+    def delete(self, request: AgentRequest, cap_id: int) -> Response:
         services.cap_delete_for_agent(principal=request.auth, cap_id=cap_id)
         return Response(status=status.HTTP_204_NO_CONTENT)

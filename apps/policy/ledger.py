@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -39,6 +39,9 @@ from apps.policy.models import (
 from apps.policy.selectors import CapRule, EffectivePolicy, effective_policy, price_for
 from apps.policy.windows import window_start
 from modeloman.transactions import atomic_with_retry
+
+if TYPE_CHECKING:
+    from apps.gateway.auth import Principal
 
 # --- admission ------------------------------------------------------------------------------
 
@@ -134,7 +137,7 @@ def _rule_checks(policy: EffectivePolicy, *, model: str, tokens: int, cost: Deci
     return list(dict.fromkeys(reasons)), list(dict.fromkeys(would))
 
 
-def admit(*, principal, model: str, estimated_input_tokens: int, estimated_output_tokens: int,
+def admit(*, principal: Principal, model: str, estimated_input_tokens: int, estimated_output_tokens: int,
           estimated_cost_usd: Decimal | None = None, now: dt.datetime | None = None) -> Admission:
     """Decide whether an agent may spend, and reserve the budget if so."""
     if principal.agent_id is None:
@@ -187,7 +190,7 @@ def _reserve(windows: list[tuple[CapRule, dt.datetime]], amounts: list[Decimal],
     """Reserve every cap (and record the reservation) in one call to `policy_reserve`."""
     if not windows:
         return []
-    params = [[c.id for c, _ in windows], [s for _, s in windows], amounts, [c.enforce for c, _ in windows],
+    params: list[Any] = [[c.id for c, _ in windows], [s for _, s in windows], amounts, [c.enforce for c, _ in windows],
               [c.metric for c, _ in windows], reservation_id, agent_id, model, tokens, cost, now,
               now + dt.timedelta(seconds=settings.RESERVATION_TTL_SECONDS)]
     sql = "SELECT * FROM policy_reserve_or_deny(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"

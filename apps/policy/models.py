@@ -83,11 +83,12 @@ class SubjectMixin(models.Model):
                                  SubjectType.PROJECT if self.project_id else "")
             if not self.subject_type:
                 return  # a new parent: checked again by the service once it is saved
-        expected = {
+        shapes: dict[str, tuple[bool, bool]] = {  # subject type -> (has a project, has an agent)
             SubjectType.GLOBAL: (False, False),
             SubjectType.PROJECT: (True, False),
             SubjectType.AGENT: (False, True),
-        }.get(self.subject_type)
+        }
+        expected = shapes.get(self.subject_type)
         if expected != (self.project_id is not None, self.agent_id is not None):
             raise ValidationError("A policy or cap applies to exactly one subject: global, a project or an agent.",
                                   code="invalid_subject")
@@ -163,6 +164,10 @@ class PolicyCap(SubjectMixin):
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Not columns: the current window's usage, set by selectors.agent_caps_with_usage for the API.
+    used: Decimal
+    reserved: Decimal
+
     class Meta:
         ordering = ["id"]
         constraints = [
@@ -183,8 +188,8 @@ class PolicyCap(SubjectMixin):
 
     def subject_is_full(self) -> bool:
         """Whether this cap's subject already has MAX_CAPS_PER_SUBJECT caps."""
-        siblings = PolicyCap.objects.filter(subject_type=self.subject_type, project_id=self.project_id,
-                                            agent_id=self.agent_id)
+        siblings = PolicyCap.objects.filter(subject_type=self.subject_type, project=self.project_id,
+                                            agent=self.agent_id)
         return siblings.count() >= settings.MAX_CAPS_PER_SUBJECT
 
     def too_many_message(self) -> str:

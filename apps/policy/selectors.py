@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.db.models import Q
 
@@ -14,9 +15,12 @@ from apps.keys.models import Agent
 from apps.policy.models import ModelPrice, Policy, PolicyCap, SubjectType, UsageLedger
 from modeloman.invalidation import ProcessCache
 
+if TYPE_CHECKING:
+    from apps.gateway.auth import Principal
+
 MILLION = Decimal(1_000_000)
 DEFAULT_CAPS_PAGE, MAX_CAPS_PAGE = 50, 200
-_LEVEL_ORDER = {SubjectType.GLOBAL: 0, SubjectType.PROJECT: 1, SubjectType.AGENT: 2}
+_LEVEL_ORDER: dict[str, int] = {SubjectType.GLOBAL: 0, SubjectType.PROJECT: 1, SubjectType.AGENT: 2}
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +173,7 @@ def price_for(model: str, at: dt.datetime) -> Price | None:
     return price_at(price_history(model), at)
 
 
-def agent_of(principal) -> Agent:
+def agent_of(principal: Principal) -> Agent:
     """The calling key's agent (with its project); operator keys have none."""
     if principal.agent_id is None:
         raise Forbidden("Only agent keys have a policy.", code="not_an_agent")
@@ -191,7 +195,7 @@ class AgentPolicyView:
     caps: list[PolicyCap]
 
 
-def agent_policy_view(*, principal) -> AgentPolicyView:
+def agent_policy_view(*, principal: Principal) -> AgentPolicyView:
     agent = agent_of(principal)
     policy = effective_policy(agent.pk)
     if policy is None:
@@ -200,7 +204,7 @@ def agent_policy_view(*, principal) -> AgentPolicyView:
                            levels=policies_for_agent(agent), caps=list(caps_for_agent(agent)))
 
 
-def agent_caps_with_usage(*, principal, limit: int = DEFAULT_CAPS_PAGE, after: int = 0,
+def agent_caps_with_usage(*, principal: Principal, limit: int = DEFAULT_CAPS_PAGE, after: int = 0,
                           now: dt.datetime | None = None) -> tuple[list[PolicyCap], int | None]:
     """ListPolicyCaps: one page of the caps that apply to the calling agent, each with `used` and
     `reserved` of its current window, and the `after` of the next page (None on the last)."""

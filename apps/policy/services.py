@@ -6,9 +6,10 @@ are in apps.policy.ledger.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from apps.audit.services import Actor, audit_record, snapshot
@@ -23,6 +24,9 @@ from apps.policy.models import (
 )
 from apps.policy.selectors import caps_for_agent
 from modeloman.invalidation import broadcast
+
+if TYPE_CHECKING:
+    from apps.gateway.auth import Principal
 
 POLICY_FIELDS = ("subject_type", "project", "agent", "kill_switch", "kill_switch_reason", "dry_run",
                  "allowed_models", "allow_unpriced_models", "max_tokens_per_attempt", "max_cost_per_attempt",
@@ -194,7 +198,10 @@ def pending_cap_change_approve(*, actor: Actor, change_id: int, reason: str = ""
     else:
         cap = PolicyCap.objects.get(pk=change.cap_id)
     for name, value in change.proposed.items():
-        setattr(cap, PolicyCap._meta.get_field(name).attname, value)
+        field = PolicyCap._meta.get_field(name)
+        if not isinstance(field, models.Field):  # proposals name the cap's own columns only
+            raise TypeError(f"{name} is not a concrete field of PolicyCap")
+        setattr(cap, field.attname, value)
     requester = change.requested_by.get_username()
     cap_save(actor=actor, cap=cap, reason=f"change #{change.pk} asked for by {requester}: {change.reason}")
     change.cap = cap
@@ -222,7 +229,7 @@ def pending_cap_change_reject(*, actor: Actor, change_id: int, reason: str = "")
 # (REST today, gRPC next) applies the same ones.
 
 
-def _acting_agent(principal) -> Agent:
+def _acting_agent(principal: Principal) -> Agent:
     """The principal's agent, locked against a concurrent move or status change."""
     if principal.agent_id is None:
         raise Forbidden("Only agent keys change policy through the API.", code="not_an_agent")
@@ -264,7 +271,7 @@ _POLICY_LOOSENS = {
 
 
 @transaction.atomic
-def policy_set_for_agent(*, principal, subject: str, reason: str = "", **changes: object) -> Policy:
+def policy_set_for_agent(*, principal: Principal, subject: str, reason: str = "", **changes: object) -> Policy:
     """Change the calling agent's own or its project's policy. Only tightening: any loosening
     (release a kill switch, dry-run, allow unpriced models, widen allowed models, raise or drop
     a maximum) is for operators, whoever set the current value."""
@@ -315,7 +322,7 @@ def _created_by(agent: Agent, cap: PolicyCap) -> bool:
 
 
 @transaction.atomic
-def cap_upsert_for_agent(*, principal, cap_id: int | None = None, subject: str | None = None,
+def cap_upsert_for_agent(*, principal: Principal, cap_id: int | None = None, subject: str | None = None,
                          **fields: object) -> PolicyCap:
     """Add a cap on the calling agent or its project (`cap_id` None), or change one it can see.
     Anyone's cap may be made stricter; only the agent that created a cap may loosen it."""
@@ -339,7 +346,7 @@ def cap_upsert_for_agent(*, principal, cap_id: int | None = None, subject: str |
 
 
 @transaction.atomic
-def cap_delete_for_agent(*, principal, cap_id: int) -> None:
+def cap_delete_for_agent(*, principal: Principal, cap_id: int) -> None:
     """Delete a cap the calling agent created; anyone else's is for operators."""
     agent = _acting_agent(principal)
     cap = _visible_cap(agent, cap_id)

@@ -31,6 +31,8 @@ class BoundedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
+        if not isinstance(self.object_list, QuerySet):  # the admin pages querysets; anything else is counted
+            return len(self.object_list)
         queryset = self.object_list.order_by()
         counted = queryset[: self.count_limit + 1].count()
         if counted <= self.count_limit:

@@ -7,11 +7,11 @@ import uuid
 
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
-from rest_framework.request import Request
 from rest_framework.response import Response
 
 from apps.gateway.access import Op
 from apps.gateway.rest.parsers import RawJSONParser, json_body
+from apps.gateway.rest.request import AgentRequest
 from apps.gateway.rest.serializers import JSONObjectField, StrictCharField, StrictSerializer
 from apps.gateway.rest.views import GatewayApi
 from apps.telemetry import services
@@ -63,7 +63,7 @@ class RunsApi(GatewayApi):
         metadata = metadata_field(required=False, default=dict)
 
     @extend_schema(request=InputSerializer, responses={201: RunSerializer})
-    def post(self, request: Request) -> Response:
+    def post(self, request: AgentRequest) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         run = services.run_start(principal=request.auth, **data.validated_data)
@@ -76,7 +76,7 @@ class RunDetailApi(GatewayApi):
     operation = Op.GET_RUN
 
     @extend_schema(responses=RunSerializer)
-    def get(self, request: Request, run_id: uuid.UUID) -> Response:
+    def get(self, request: AgentRequest, run_id: uuid.UUID) -> Response:
         return Response(RunSerializer(services.run_get(principal=request.auth, run_id=run_id)).data)
 
 
@@ -88,7 +88,7 @@ class RunFinishApi(GatewayApi):
         metadata = metadata_field(required=False)
 
     @extend_schema(request=InputSerializer, responses=RunSerializer)
-    def post(self, request: Request, run_id: uuid.UUID) -> Response:
+    def post(self, request: AgentRequest, run_id: uuid.UUID) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         run = services.run_finish(principal=request.auth, run_id=run_id, status=data.validated_data["status"],
@@ -114,7 +114,7 @@ class RunEventsApi(GatewayApi):
 
     @extend_schema(request={"application/json": request_schema(RunEventIn, plural="events")},
                    responses={201: AcceptedSerializer})
-    def post(self, request: Request, run_id: uuid.UUID) -> Response:
+    def post(self, request: AgentRequest, run_id: uuid.UUID) -> Response:
         items, batch = decode_items(json_body(request), RunEventIn, plural="events")
         return _accepted(services.run_events_record(principal=request.auth, run_id=run_id, items=items, batch=batch))
 
@@ -127,7 +127,7 @@ class AttemptsApi(GatewayApi):
 
     @extend_schema(request={"application/json": request_schema(AttemptIn, plural="attempts")},
                    responses={201: AcceptedSerializer})
-    def post(self, request: Request) -> Response:
+    def post(self, request: AgentRequest) -> Response:
         items, batch = decode_items(json_body(request), AttemptIn, plural="attempts")
         return _accepted(services.attempts_record(principal=request.auth, items=items, batch=batch))
 
@@ -139,6 +139,6 @@ class BenchmarksApi(GatewayApi):
     parser_classes = [RawJSONParser]
 
     @extend_schema(request={"application/json": request_schema(BenchmarkIn)}, responses={201: AcceptedSerializer})
-    def post(self, request: Request) -> Response:
+    def post(self, request: AgentRequest) -> Response:
         item = decode_item(json_body(request), BenchmarkIn)
         return _accepted([services.benchmark_record(principal=request.auth, item=item)])

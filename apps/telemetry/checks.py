@@ -7,6 +7,10 @@ the check runs: `manage.py check --database default` (and every `migrate`), and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig
 from django.conf import settings
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
@@ -48,7 +52,8 @@ def verify_timescale(using: str = "default", *, before_migrate: bool = False) ->
 
 
 @checks.register(checks.Tags.database)
-def timescale_check(app_configs: object = None, databases: list[str] | None = None, **kwargs: object) -> list:
+def timescale_check(app_configs: Sequence[AppConfig] | None = None, databases: Sequence[str] | None = None,
+                    **kwargs: Any) -> list[checks.CheckMessage]:
     """Database checks run only when asked for (`check --database`, `migrate`)."""
     if not databases or "default" not in databases:
         return []

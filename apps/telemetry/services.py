@@ -16,7 +16,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -42,6 +42,9 @@ from apps.telemetry.validation import (
     encoded_attributes,
 )
 
+if TYPE_CHECKING:
+    from apps.gateway.auth import Principal
+
 logger = logging.getLogger(__name__)
 
 # (column, PostgreSQL type): the order of every row tuple written below.
@@ -61,14 +64,14 @@ RUN_FINAL_STATES = {Run.Status.SUCCEEDED, Run.Status.FAILED, Run.Status.CANCELLE
 # --- runs -------------------------------------------------------------------------------------
 
 
-def _agent_of(principal: Any) -> int:
+def _agent_of(principal: Principal) -> int:
     if principal.agent_id is None:
         raise Forbidden("Only agent keys record runs and telemetry.", code="not_an_agent")
     return principal.agent_id
 
 
 @transaction.atomic
-def run_start(*, principal: Any, task: str, metadata: dict) -> Run:
+def run_start(*, principal: Principal, task: str, metadata: dict) -> Run:
     """Start a run, unless a kill switch is on or the agent is at its concurrent-run limit."""
     agent_id = _agent_of(principal)
     rules = effective_policy(agent_id)
@@ -87,7 +90,7 @@ def run_start(*, principal: Any, task: str, metadata: dict) -> Run:
     return Run.objects.create(agent_id=agent_id, project_id=rules.project_id, task=task, metadata=metadata)
 
 
-def run_get(*, principal: Any, run_id: uuid.UUID) -> Run:
+def run_get(*, principal: Principal, run_id: uuid.UUID) -> Run:
     """One run by primary key: the caller's own, or any with `admin:read`."""
     run = Run.objects.filter(pk=run_id).first()
     if run is None or (run.agent_id != principal.agent_id and "admin:read" not in principal.scopes):
@@ -104,7 +107,7 @@ _FINISH = """
 
 
 @transaction.atomic
-def run_finish(*, principal: Any, run_id: uuid.UUID, status: str, metadata: dict | None) -> Run:
+def run_finish(*, principal: Principal, run_id: uuid.UUID, status: str, metadata: dict | None) -> Run:
     """Finish the caller's running run: one conditional UPDATE by primary key."""
     agent_id = _agent_of(principal)
     encoded = json.dumps(metadata) if metadata else None
@@ -144,7 +147,7 @@ _ADD_TO_RUN = """
 
 
 @transaction.atomic
-def attempts_record(*, principal: Any, items: Sequence[AttemptIn], batch: bool) -> list[uuid.UUID]:
+def attempts_record(*, principal: Principal, items: Sequence[AttemptIn], batch: bool) -> list[uuid.UUID]:
     """Record prompt attempts, all or nothing. Cost is computed here from ModelPrice; the
     agent's own figure is kept beside it, and is what an unpriced model is charged (under an
     enforced cost cap it must be there). Attempts with a reservation settle it; the rest
@@ -232,7 +235,7 @@ _COUNT_EVENTS = """
 
 
 @transaction.atomic
-def run_events_record(*, principal: Any, run_id: uuid.UUID, items: Sequence[RunEventIn],
+def run_events_record(*, principal: Principal, run_id: uuid.UUID, items: Sequence[RunEventIn],
                       batch: bool) -> list[uuid.UUID]:
     """Append events to the caller's run, at most MAX_EVENTS_PER_RUN in its life."""
     agent_id = _agent_of(principal)
@@ -259,7 +262,7 @@ def run_events_record(*, principal: Any, run_id: uuid.UUID, items: Sequence[RunE
 
 
 @transaction.atomic
-def benchmark_record(*, principal: Any, item: BenchmarkIn) -> uuid.UUID:
+def benchmark_record(*, principal: Principal, item: BenchmarkIn) -> uuid.UUID:
     """Record one benchmark result for the caller's project."""
     agent_id = _agent_of(principal)
     rules = effective_policy(agent_id)

@@ -6,6 +6,7 @@ import re
 import sys
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -333,7 +334,7 @@ SPECTACULAR_SETTINGS = {
 # Plain lines here (`make run`); production.py switches the console to one JSON object per line.
 # Every request writes one line on "modeloman.requests" (apps/gateway/observe.py), so gunicorn's own
 # access log is off (deploy/gunicorn.conf.py).
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"request_id": {"()": "modeloman.logs.RequestIdFilter"}},

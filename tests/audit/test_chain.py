@@ -43,7 +43,7 @@ def verify(*args: str) -> str:
 
 @pytest.mark.django_db(transaction=True)
 def test_forty_concurrent_inserts_form_one_gapless_chain():
-    project = ProjectFactory()
+    project = ProjectFactory.create()
     barrier = threading.Barrier(40)
     errors = []
 
@@ -97,7 +97,7 @@ def test_a_rolled_back_change_leaves_no_row_and_no_gap():
 def test_values_that_change_form_in_the_database_still_verify():
     """jsonb rewrites numbers (1e16 comes back as 10000000000000000) and inet rewrites IPv6;
     the canonical encoding must not care."""
-    project = ProjectFactory()
+    project = ProjectFactory.create()
     awkward = {"big": 1e16, "one": 1.0, "tiny": 1e-7, "dec": decimal.Decimal("2.50"), "neg0": -0.0,
                "huge": 10**40, "text": "é 🚀 \"quoted\" \\ \n", "nested": [{"b": True, "a": None}, [1, 2.5]]}
     for ip in ("2001:0db8:0000:0000:0000:0000:0000:0001", "::ffff:192.0.2.1", "192.0.2.7", None):
@@ -109,7 +109,7 @@ def test_values_that_change_form_in_the_database_still_verify():
 
 @pytest.mark.django_db(transaction=True)
 def test_an_altered_old_row_is_named_and_verify_audit_exits_1():
-    project = ProjectFactory()
+    project = ProjectFactory.create()
     for n in range(5):
         with transaction.atomic():
             audit_record(actor=Actor.system("tests"), action="test.seq", target=project, after={"n": n})
@@ -139,7 +139,7 @@ def test_an_altered_old_row_is_named_and_verify_audit_exits_1():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_rehashed_row_breaks_the_next_link():
-    project = ProjectFactory()
+    project = ProjectFactory.create()
     for n in range(3):
         with transaction.atomic():
             audit_record(actor=Actor.system("tests"), action="test.seq", target=project, after={"n": n})
@@ -157,7 +157,7 @@ def test_a_rehashed_row_breaks_the_next_link():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_removed_tail_is_caught_by_the_head_or_by_an_anchor():
-    project = ProjectFactory()
+    project = ProjectFactory.create()
     for n in range(3):
         with transaction.atomic():
             audit_record(actor=Actor.system("tests"), action="test.seq", target=project, after={"n": n})

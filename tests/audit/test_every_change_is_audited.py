@@ -24,7 +24,7 @@ from rest_framework.test import APIClient
 
 from apps.audit.models import AuditEvent
 from apps.keys import services as key_services
-from apps.keys.models import ApiKey
+from apps.keys.models import Agent, ApiKey
 from apps.policy import services as policy_services
 from apps.policy.models import ModelPrice, Policy, PolicyCap
 from tests.factories import TEST_ACTOR, AgentFactory, issue_key, make_cap
@@ -39,10 +39,10 @@ class World:
         self.operator = User.objects.create_superuser("operator", "op@example.com", "correct horse battery")
         self.admin = APIClient()
         self.admin.force_login(self.operator)
-        self.agent = AgentFactory()
+        self.agent = AgentFactory.create()
         self.issued = issue_key(self.agent, scopes=["policy:read", "policy:write"])
-        self.own_cap: PolicyCap | None = None
-        self.spare_key: ApiKey | None = None
+        self.own_cap = make_cap(subject=self.agent, limit="100")
+        self.spare_key = issue_key(self.agent).api_key
 
     def api(self, method: str, path: str, body: dict | None, request_id: str):
         client = APIClient()
@@ -186,7 +186,7 @@ def _rollback_price(w: World):
 
 
 def _rollback_agent_quarantine(w: World):
-    w.agent.status = "quarantined"
+    w.agent.status = Agent.Status.QUARANTINED
     key_services.agent_save(actor=TEST_ACTOR, agent=w.agent)
 
 
@@ -201,8 +201,6 @@ class LaterFailure(Exception):
 @pytest.mark.parametrize("change", ROLLBACKS, ids=[f.__name__.removeprefix("_rollback_") for f in ROLLBACKS])
 def test_a_change_that_rolls_back_leaves_no_audit_row(change):
     world = World()
-    world.own_cap = make_cap(subject=world.agent, limit="100")
-    world.spare_key = issue_key(world.agent).api_key
     audit_rows = AuditEvent.objects.count()
     with pytest.raises(LaterFailure), transaction.atomic():
         change(world)

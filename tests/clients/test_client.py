@@ -93,7 +93,7 @@ def test_the_same_story_gives_the_same_typed_results_over_rest_and_grpc(servers)
     make_price(MODEL)
     outcomes = {}
     for transport in ("rest", "grpc"):
-        agent = AgentFactory()
+        agent = AgentFactory.create()
         make_cap(subject=agent, metric="cost_usd", window="day", limit="10")
         with connect(servers, transport, issue_key(agent, scopes=SCOPES)) as client:
             outcomes[transport] = story(client, agent)
@@ -109,7 +109,7 @@ class DropFirstResponse:
     """Wraps a transport: the first write reaches the server and is done, but its answer is lost."""
 
     def __init__(self, transport) -> None:
-        self.transport, self.keys = transport, []
+        self.transport, self.keys = transport, list[str]()
 
     def send(self, method, payload, *, idempotency_key):
         answer = self.transport.send(method, payload, idempotency_key=idempotency_key)
@@ -125,7 +125,7 @@ class DropFirstResponse:
 @pytest.mark.parametrize("transport", ["rest", "grpc"])
 def test_a_retry_after_a_lost_response_replays_and_does_not_charge_twice(servers, transport):
     make_price(MODEL)
-    agent = AgentFactory()
+    agent = AgentFactory.create()
     make_cap(subject=agent, metric="cost_usd", window="day", limit="10")
     with connect(servers, transport, issue_key(agent, scopes=SCOPES)) as client:
         run = client.start_run(task="retry")
@@ -148,9 +148,9 @@ def test_a_retry_after_a_lost_response_replays_and_does_not_charge_twice(servers
 
 @pytest.mark.parametrize("transport", ["rest", "grpc"])
 def test_signed_writes_are_signed_and_refused_without_the_secret(servers, transport):
-    agent = AgentFactory()
+    agent = AgentFactory.create()
     issued = issue_key(agent, scopes=SCOPES)
-    calls = []
+    calls: list[float] = []
     with connect(servers, transport, issued, signed=False, sleep=calls.append) as unsigned:
         with pytest.raises(ModeloManError) as refused:
             unsigned.set_policy(subject="agent", kill_switch=True, reason="incident")

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from django.core.cache import cache
@@ -24,10 +25,13 @@ from django.core.management import call_command
 
 from tests.processes import BASE_DIR, database_url, gunicorn_server
 
+if TYPE_CHECKING:
+    from playwright.sync_api import Error, ViewportSize
+
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None)
 AXE = Path(__file__).parent / "node_modules" / "axe-core" / "axe.min.js"
 SCREENSHOTS = BASE_DIR / "var" / "screenshots"
-VIEWPORTS = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
+VIEWPORTS: dict[str, ViewportSize] = {"desktop": {"width": 1280, "height": 900}, "phone": {"width": 390, "height": 844}}
 
 pytestmark = [
     pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)"),
@@ -61,7 +65,9 @@ def test_overview_and_detail_in_a_real_browser():
         _, css_headers, _ = _get(base + stylesheet.decode())
         assert "immutable" in css_headers["Cache-Control"]
         assert b"<script" not in overview_html  # nothing needs JavaScript
-        detail = re.search(rb'href="(/models/[^"?]+/)\?window=30d"', overview_html).group(1).decode()
+        detail_link = re.search(rb'href="(/models/[^"?]+/)\?window=30d"', overview_html)
+        assert detail_link is not None
+        detail = detail_link.group(1).decode()
 
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(
@@ -80,7 +86,10 @@ def test_overview_and_detail_in_a_real_browser():
                             problems.append(message.text)
 
                     page.on("console", on_console)
-                    page.on("pageerror", lambda error, problems=problems: problems.append(str(error)))
+                    def on_page_error(error: Error, problems: list[str] = problems) -> None:
+                        problems.append(str(error))
+
+                    page.on("pageerror", on_page_error)
                     for name, path in (("overview", "/?window=30d"), ("model-detail", f"{detail}?window=30d")):
                         response = page.goto(base + path)
                         assert response is not None and response.status == 200, path
@@ -90,12 +99,14 @@ def test_overview_and_detail_in_a_real_browser():
                             assert page.locator("svg.spark").count() >= 3
                             caption = page.locator("table.board caption")
                             assert caption.count() == 1
-                            assert caption.bounding_box()["width"] > viewport["width"] * 0.6  # not squeezed
+                            box = caption.bounding_box()
+                            assert box is not None and box["width"] > viewport["width"] * 0.6  # not squeezed
                         else:
                             chart = page.locator("svg.chart")
                             assert chart.count() == 1 and chart.locator("polyline.line").count() >= 1
-                            assert "success rate" in chart.text_content()
-                            assert chart.bounding_box()["width"] > 200
+                            assert "success rate" in (chart.text_content() or "")
+                            box = chart.bounding_box()
+                            assert box is not None and box["width"] > 200
                         overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
                         assert overflow <= 0, (path, viewport_name, overflow)
                         page.screenshot(path=str(SCREENSHOTS / f"{name}-{viewport_name}.png"), full_page=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import grpc
 import pytest
@@ -54,7 +55,7 @@ def attempt(**fields) -> dict:
 # outcome, NOT_FOUND, must then match too).
 def valid_payload(op: Op) -> dict:
     missing_run = str(uuid.uuid4())
-    return {
+    payloads: dict[Op, dict[str, Any]] = {
         Op.WHO_AM_I: {}, Op.GET_LEADERBOARD: {}, Op.GET_POLICY: {}, Op.LIST_POLICY_CAPS: {}, Op.EXPORT_STATE: {},
         Op.ADMIT: {"model": PRICED, "estimated_input_tokens": 10, "estimated_output_tokens": 10},
         Op.START_RUN: {"task": "parity"},
@@ -67,7 +68,8 @@ def valid_payload(op: Op) -> dict:
         Op.SET_POLICY: {"subject": "agent", "max_tokens_per_attempt": 100000},
         Op.UPSERT_POLICY_CAP: {"subject": "agent", "metric": "tokens", "window": "day", "limit": "5000"},
         Op.DELETE_POLICY_CAP: {"cap_id": 999999},
-    }[op]
+    }
+    return payloads[op]
 
 
 # --- the table, on both doors ------------------------------------------------------------------
@@ -85,7 +87,7 @@ def test_every_operation_of_the_table_is_served_by_both_transports():
 
 def test_each_operation_answers_alike_with_no_key_without_its_scope_and_with_it(transports):
     make_price(PRICED)
-    agent = AgentFactory()
+    agent = AgentFactory.create()
     outcomes: dict[str, list] = {}
     for operation in OPERATIONS.values():
         if operation.name is Op.HEALTH:
@@ -121,9 +123,9 @@ def money(value) -> Decimal:
 
 def story(t) -> list[tuple]:
     """The scenario on one transport, on its own agents; returns what an agent could observe."""
-    agent = AgentFactory()
-    sibling = AgentFactory(project=agent.project)
-    stranger = AgentFactory()
+    agent = AgentFactory.create()
+    sibling = AgentFactory.create(project=agent.project)
+    stranger = AgentFactory.create()
     token = issue_key(agent, scopes=ALL_SCOPES).token
     sibling_token = issue_key(sibling, scopes=ALL_SCOPES).token
     stranger_token = issue_key(stranger, scopes=[s for s in ALL_SCOPES if s != "admin:read"]).token

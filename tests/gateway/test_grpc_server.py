@@ -74,6 +74,7 @@ def test_whoami_with_a_valid_key_answers_with_the_key_and_echoes_the_request_id(
     with channel(server) as ch:
         response, call = whoami(ch, issued.token, metadata=[("x-request-id", "req-0123456789")])
     agent = issued.api_key.agent
+    assert agent is not None
     assert response.key_id == issued.api_key.key_id
     assert (response.agent, response.project) == (agent.name, agent.project.slug)
     assert list(response.scopes) == ["tasks:write", "telemetry:write"]
@@ -218,8 +219,10 @@ def api_keys_locked():
 
 def waiting_on_locks() -> int:
     with psycopg.connect(database_url(), autocommit=True) as conn:
-        return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                            "AND wait_event_type = 'Lock'").fetchone()[0]
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND wait_event_type = 'Lock'").fetchone()
+        assert row is not None  # count(*) always has one row
+        return row[0]
 
 
 def wait_for(predicate, timeout: float = 5.0) -> None:
@@ -344,8 +347,9 @@ def test_each_call_leaves_the_database_connection_as_the_request_cycle_does(djan
 
     def connections() -> int:
         with psycopg.connect(database_url(), autocommit=True) as conn:
-            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-                                [name]).fetchone()[0]
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [name]).fetchone()
+            assert row is not None  # count(*) always has one row
+            return row[0]
 
     url = database_url()
     env = {"DATABASE_URL": f"{url}{'&' if '?' in url else '?'}application_name={name}", "CONN_MAX_AGE": "0"}

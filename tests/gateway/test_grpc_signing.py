@@ -51,7 +51,7 @@ def sign(issued, request: pb.SetPolicyRequest, *, path: str = SET_POLICY, **over
 
 
 def test_the_guard_checks_the_signature_of_a_signed_rpc(server):
-    issued = issue_key(AgentFactory(), scopes=["policy:read", "policy:write"])
+    issued = issue_key(AgentFactory.create(), scopes=["policy:read", "policy:write"])
     request = pb.SetPolicyRequest(subject="agent", kill_switch=True, reason="incident")
     other = pb.SetPolicyRequest(subject="project", kill_switch=True, reason="incident")
     unauthenticated = grpc.StatusCode.UNAUTHENTICATED
@@ -77,7 +77,7 @@ def test_the_guard_checks_the_signature_of_a_signed_rpc(server):
 
 
 def test_unsigned_rpcs_that_are_not_signed_operations_pass_the_guard(server):
-    issued = issue_key(AgentFactory(), scopes=["policy:read"])
+    issued = issue_key(AgentFactory.create(), scopes=["policy:read"])
     with grpc.insecure_channel(server) as channel:
         response = pb_grpc.ControlPlaneStub(channel).WhoAmI(
             pb.WhoAmIRequest(), metadata=[("authorization", f"Bearer {issued.token}")], timeout=10)

@@ -208,7 +208,7 @@ def test_the_same_bad_item_gets_the_same_code_and_field_over_rest(door, token):
 def test_a_change_made_elsewhere_reaches_the_running_server_within_a_second(door, change):
     make_price("gpt-test")
     issued = issue_key(scopes=SCOPES)
-    agent = Agent.objects.select_related("project").get(pk=issued.api_key.agent_id)
+    agent = Agent.objects.select_related("project").get(api_keys=issued.api_key)
     make_cap(subject=agent, metric="requests", window="day", limit="1000")
     body = {"model": "gpt-test", "estimated_input_tokens": 1, "estimated_output_tokens": 1}
     for _ in range(5):  # the server has cached the key and the effective policy

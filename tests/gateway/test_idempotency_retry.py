@@ -41,13 +41,12 @@ def first_stored_response_fails():
 def test_a_rest_write_run_again_answers_with_the_committed_run(first_stored_response_fails):
     issued = issue_key(scopes=["tasks:write"])
     client = APIClient()
-    auth = {"HTTP_AUTHORIZATION": f"Bearer {issued.token}"}
-    started = client.post("/api/v1/runs", {"task": "retry"}, format="json", HTTP_IDEMPOTENCY_KEY=uuid.uuid4().hex,
-                          **auth)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.token}")
+    started = client.post("/api/v1/runs", {"task": "retry"}, format="json", HTTP_IDEMPOTENCY_KEY=uuid.uuid4().hex)
     assert started.status_code == 201, started.json()
     run_id = started.json()["id"]
     # The run the agent was told about is the one that exists.
-    assert client.get(f"/api/v1/runs/{run_id}", **auth).status_code == 200
+    assert client.get(f"/api/v1/runs/{run_id}").status_code == 200
 
 
 def test_a_grpc_write_run_again_answers_with_the_committed_run(first_stored_response_fails):

@@ -43,7 +43,7 @@ def access_row(path: str, method: str):
     from apps.gateway.rest.auth import operation_of
 
     concrete = path.replace("{run_id}", str(uuid.uuid4())).replace("{cap_id}", "1")
-    view = resolve(concrete).func.view_class
+    view = resolve(concrete).func.view_class  # type: ignore[attr-defined]  # set by as_view(); untyped in the stubs
     return OPERATIONS[operation_of(view, method.upper())]
 
 
@@ -144,7 +144,7 @@ def test_an_admission_run_id_is_a_uuid_string(api_client, bearer, run_id):
     ("\tsummarize\n", 201),  # taken as sent
 ])
 def test_a_run_task_is_text_taken_as_sent(api_client, bearer, task, status):
-    token = issue_key(AgentFactory(), scopes=["tasks:write"]).token
+    token = issue_key(AgentFactory.create(), scopes=["tasks:write"]).token
     response = api_client.post(reverse("api:runs"), {"task": task}, format="json", **bearer(token))
     assert response.status_code == status
     assert list(Run.objects.values_list("task", flat=True)) == ([task] if status == 201 else [])
@@ -152,7 +152,7 @@ def test_a_run_task_is_text_taken_as_sent(api_client, bearer, task, status):
 
 def test_integers_written_with_a_zero_fraction_are_integers(api_client, bearer):
     # JSON Schema's `integer` includes 5.0: the fuzzer sends it, and so may a generated client.
-    token = issue_key(AgentFactory(), scopes=["tasks:write", "telemetry:write"]).token
+    token = issue_key(AgentFactory.create(), scopes=["tasks:write", "telemetry:write"]).token
     admitted = api_client.post(reverse("api:admissions"), {"model": "m", "estimated_input_tokens": 5.0,
                                                            "estimated_output_tokens": 0, "estimated_cost_usd": "1"},
                                format="json", **bearer(token))
@@ -167,6 +167,6 @@ def test_integers_written_with_a_zero_fraction_are_integers(api_client, bearer):
 
 
 def test_a_request_without_a_body_is_refused_as_the_schema_says(api_client, bearer):
-    token = issue_key(AgentFactory(), scopes=["telemetry:write"]).token
+    token = issue_key(AgentFactory.create(), scopes=["telemetry:write"]).token
     response = api_client.post(reverse("api:benchmarks"), **bearer(token))
     assert response.status_code == 400

@@ -124,6 +124,8 @@ def test_an_operators_per_key_override_takes_effect_and_is_audited(client):
     statuses = [whoami(client, issued.token, ip).status_code for _ in range(21)]
     assert statuses == [200] * 20 + [429]
     event = AuditEvent.objects.get(action="api_key.set_rate_limits", api_key=issued.api_key)
+    assert event.before is not None
+    assert event.after is not None
     assert (event.before["rate_limit_get"], event.after["rate_limit_get"]) == ("", "20/m")
 
 
@@ -233,7 +235,9 @@ def test_django_ratelimits_own_exception_is_a_429_not_a_403():
 
     from apps.gateway.rest.problems import operational_failure, problem_response
 
-    response = problem_response(operational_failure(Ratelimited()))
+    failure = operational_failure(Ratelimited())
+    assert failure is not None
+    response = problem_response(failure)
     assert response.status_code == 429
     assert response["Content-Type"] == "application/problem+json"
 

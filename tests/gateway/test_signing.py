@@ -38,7 +38,7 @@ def required(settings):
 
 @pytest.fixture
 def writer():
-    return issue_key(AgentFactory(), scopes=SCOPES)
+    return issue_key(AgentFactory.create(), scopes=SCOPES)
 
 
 def as_meta(headers: dict[str, str]) -> dict[str, str]:
@@ -191,7 +191,7 @@ def test_a_reused_nonce_is_401_nonce_reused_and_writes_nothing(api_client, write
 
 
 def test_nonces_are_per_key(api_client, writer, required):
-    other = issue_key(AgentFactory(), scopes=SCOPES)
+    other = issue_key(AgentFactory.create(), scopes=SCOPES)
     nonce = uuid.uuid4().hex
     for issued in (writer, other):
         response = send(api_client, issued, "PUT", POLICY, KILL, signature=signed(issued, "PUT", POLICY, KILL,
@@ -230,13 +230,13 @@ def test_an_unsigned_high_risk_write_is_accepted_when_signing_is_not_required(ap
 
 
 def test_other_writes_need_no_signature(api_client, required):
-    issued = issue_key(AgentFactory(), scopes=["tasks:write"])
+    issued = issue_key(AgentFactory.create(), scopes=["tasks:write"])
     response = send(api_client, issued, "POST", "/api/v1/runs", json.dumps({"task": "t"}).encode())
     assert response.status_code == 201, response.json()
 
 
 def test_scope_is_checked_before_the_signature(api_client, required):
-    reader = issue_key(AgentFactory(), scopes=["policy:read"])
+    reader = issue_key(AgentFactory.create(), scopes=["policy:read"])
     response = send(api_client, reader, "PUT", POLICY, KILL)
     assert (response.status_code, response.json()["code"]) == (403, "missing_scope")
 
@@ -294,7 +294,7 @@ def test_sign_request_follows_the_documented_canonical_string():
 def test_a_nonce_replayed_to_the_other_gunicorn_worker_is_refused(tmp_path):
     """Real gunicorn, two workers, each with its own database connection; the access log names the
     worker (pid) that answered each request, so the test knows the replay reached the other one."""
-    issued = issue_key(AgentFactory(), scopes=SCOPES)
+    issued = issue_key(AgentFactory.create(), scopes=SCOPES)
     access_log = tmp_path / "access.log"
     env = {"REQUIRE_SIGNED_WRITES": "true",
            "GUNICORN_CMD_ARGS": f"--access-logfile {access_log} --access-logformat '%(p)s %(m)s %(s)s'"}

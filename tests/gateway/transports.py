@@ -86,15 +86,15 @@ class Rest:
     def call(self, op: Op, token: str | None = None, payload: dict | None = None, *,
              idempotency_key: str | None = "new") -> Answer:
         method, path, body = rest_request(op, payload or {})
-        headers = {}
+        headers: dict[str, Any] = {}
         if token:
             headers["HTTP_AUTHORIZATION"] = f"Bearer {token}"
         if method != "GET" and idempotency_key is not None:
             headers["HTTP_IDEMPOTENCY_KEY"] = uuid.uuid4().hex if idempotency_key == "new" else idempotency_key
-        response = self.client.generic(method, path, data=b"" if body is None else _json(body),
+        response = self.client.generic(method, path, data="" if body is None else _json(body).decode(),
                                        content_type="application/json", **headers)
         if getattr(response, "streaming", False):
-            data = json.loads(b"".join(response.streaming_content))
+            data = json.loads(response.getvalue())  # the streamed chunks, joined
         else:
             data = response.json() if response.content else None
         code = data.get("code") if isinstance(data, dict) and response.status_code >= 400 else None

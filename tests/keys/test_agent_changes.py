@@ -19,7 +19,8 @@ def test_moving_an_agent_to_another_project_applies_the_new_projects_policy_at_o
     make_price("gpt-test")
     issued = issue_key(scopes=["tasks:write"])
     agent = issued.api_key.agent
-    old_project, new_project = agent.project, ProjectFactory()
+    assert agent is not None
+    old_project, new_project = agent.project, ProjectFactory.create()
     policy_services.policy_set(actor=TEST_ACTOR, subject_type="project", project=old_project, kill_switch=True,
                                reason="old project stopped")
     new_cap = make_cap(subject=new_project, metric="tokens", limit="5")
@@ -35,6 +36,8 @@ def test_moving_an_agent_to_another_project_applies_the_new_projects_policy_at_o
     answer = api_client.post(ADMISSIONS, BODY, format="json", **bearer(issued.token)).json()
     assert (answer["allowed"], answer["reasons"]) == (False, [f"cap_exceeded:{new_cap.pk}"])
     moved = AuditEvent.objects.get(action="agent.update", target_id=str(agent.pk))
+    assert moved.before is not None
+    assert moved.after is not None
     assert (moved.before["project"], moved.after["project"]) == (old_project.pk, new_project.pk)
 
 
@@ -42,6 +45,7 @@ def test_renaming_a_project_or_agent_shows_in_whoami_at_once(api_client, bearer)
     assert listener.wait_until_healthy()
     issued = issue_key()
     agent = issued.api_key.agent
+    assert agent is not None
     assert api_client.get(WHOAMI, **bearer(issued.token)).status_code == 200  # cached
 
     agent.name = "renamed-agent"

@@ -34,7 +34,7 @@ def tables_containing(text: str) -> list[str]:
 
 
 def test_whoami_returns_the_principal(api_client, bearer):
-    agent = AgentFactory(name="scout")
+    agent = AgentFactory.create(name="scout")
     issued = issue_key(agent, scopes=["tasks:write", "policy:read"])
     response = api_client.get(WHOAMI, **bearer(issued.token))
     assert response.status_code == 200
@@ -49,7 +49,9 @@ def test_whoami_returns_the_principal(api_client, bearer):
 
 def test_no_column_of_any_table_contains_the_secret():
     issued = issue_key()
-    secret = tokens.parse(issued.token).secret
+    parsed = tokens.parse(issued.token)
+    assert parsed is not None
+    secret = parsed.secret
     assert tables_containing(issued.api_key.key_id)  # the search itself works
     assert tables_containing(secret) == []
 
@@ -57,6 +59,7 @@ def test_no_column_of_any_table_contains_the_secret():
 def test_key_digest_is_peppered_hmac_sha256(settings):
     issued = issue_key()
     parsed = tokens.parse(issued.token)
+    assert parsed is not None
     expected = hmac.new(settings.KEY_PEPPER.encode(), f"{parsed.key_id}.{parsed.secret}".encode(),
                         hashlib.sha256).hexdigest()
     assert ApiKey.objects.get(pk=issued.api_key.pk).digest == expected
@@ -127,6 +130,7 @@ def test_disabled_agent_keys_are_refused(api_client, bearer):
     issued = issue_key()
     assert api_client.get(WHOAMI, **bearer(issued.token)).status_code == 200
     agent = issued.api_key.agent
+    assert agent is not None
     agent.status = Agent.Status.DISABLED
     services.agent_save(actor=TEST_ACTOR, agent=agent)
     response = api_client.get(WHOAMI, **bearer(issued.token))
@@ -151,6 +155,7 @@ def test_rotation_keeps_both_keys_until_grace_then_only_the_new_one(api_client, 
 
     assert AuditEvent.objects.filter(action="api_key.rotate", api_key=old.api_key).count() == 1
     created = AuditEvent.objects.get(action="api_key.create", api_key=new.api_key)
+    assert created.after is not None
     assert created.after["key_id"] == new.api_key.key_id
     assert new.api_key.rotated_from_id == old.api_key.pk
 
@@ -201,6 +206,7 @@ def test_previous_pepper_still_verifies_and_the_digest_is_upgraded(settings, api
     settings.KEY_PEPPER, settings.KEY_PEPPER_PREVIOUS = "new-pepper-0123456789abcdefghijkl", settings.KEY_PEPPER
     assert api_client.get(WHOAMI, **bearer(issued.token)).status_code == 200
     parsed = tokens.parse(issued.token)
+    assert parsed is not None
     assert ApiKey.objects.get(pk=issued.api_key.pk).digest == tokens.digest(
         parsed.key_id, parsed.secret, "new-pepper-0123456789abcdefghijkl")
 

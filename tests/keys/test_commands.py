@@ -55,7 +55,7 @@ def test_create_agent_key_bad_input_is_a_clear_error_and_writes_nothing(args, me
 
 
 def test_create_agent_key_for_unknown_agent_without_create_writes_nothing():
-    AgentFactory(project__slug="acme")
+    AgentFactory.create(project__slug="acme")
     before = row_counts()
     with pytest.raises(CommandError, match="Unknown agent"):
         run("create_agent_key", "--project", "acme", "--agent", "ghost", "--scopes", "tasks:write")

@@ -36,20 +36,24 @@ def test_key_pages_never_show_the_digest(operator):
 
 
 def test_issuing_a_key_in_the_admin_shows_the_token_and_signing_secret_once(operator):
-    agent = AgentFactory()
+    agent = AgentFactory.create()
     response = operator.post(reverse("admin:keys_apikey_add"), {
         "agent": agent.pk, "name": "ci", "scopes": ["tasks:write", "telemetry:write"], "expires_in": "90d",
     })
     assert response.status_code == 200
     assert "no-store" in response["Cache-Control"]
-    token = TOKEN_RE.search(response.content.decode()).group(0)
+    page = response.content.decode()
+    token_shown, secret_shown = TOKEN_RE.search(page), SIGNING_SECRET_RE.search(page)
+    assert token_shown is not None and secret_shown is not None
+    token, signing_secret = token_shown.group(0), secret_shown.group(0)
     principal = authenticate_token(token)
     assert principal.agent_id == agent.pk and principal.scopes == {"tasks:write", "telemetry:write"}
-    assert tables_containing(tokens.parse(token).secret) == []
-    signing_secret = SIGNING_SECRET_RE.search(response.content.decode()).group(0)
+    parsed = tokens.parse(token)
+    assert parsed is not None and tables_containing(parsed.secret) == []
     assert signing_secret == signing_secret_for(principal.key_id)
     assert tables_containing(signing_secret.removeprefix("mms_")) == []  # derived, never stored
     event = AuditEvent.objects.get(action="api_key.create", actor_label="user:operator")
+    assert event.after is not None
     assert event.after["scopes"] == ["tasks:write", "telemetry:write"]
 
     page = operator.get(reverse("admin:keys_apikey_change", args=[principal.key_pk])).content.decode()
@@ -88,6 +92,8 @@ def test_revoking_in_the_admin_asks_for_confirmation_then_revokes_and_audits(ope
     event = AuditEvent.objects.get(action="api_key.revoke", api_key=key)
     assert (event.actor_label, event.reason, event.client_ip, event.request_id) == (
         "user:operator", "laptop stolen", "203.0.113.9", "req-0123456789")
+    assert event.before is not None
+    assert event.after is not None
     assert event.before["revoked_at"] is None and event.after["revoked_at"] is not None
 
 
@@ -97,12 +103,17 @@ def test_rotating_in_the_admin_shows_the_new_token_and_signing_secret(operator):
         "action": "rotate_keys", "_selected_action": [issued.api_key.pk], "confirm": "yes", "grace": "1h",
     })
     assert response.status_code == 200
-    new_token = TOKEN_RE.search(response.content.decode()).group(0)
+    page = response.content.decode()
+    token_shown, secret_shown = TOKEN_RE.search(page), SIGNING_SECRET_RE.search(page)
+    assert token_shown is not None and secret_shown is not None
+    new_token = token_shown.group(0)
     assert new_token != issued.token
     assert authenticate_token(new_token).key_id != issued.api_key.key_id
     assert authenticate_token(issued.token).key_id == issued.api_key.key_id  # still in grace
-    new_key_id = tokens.parse(new_token).key_id
-    assert SIGNING_SECRET_RE.search(response.content.decode()).group(0) == signing_secret_for(new_key_id)
+    parsed = tokens.parse(new_token)
+    assert parsed is not None
+    new_key_id = parsed.key_id
+    assert secret_shown.group(0) == signing_secret_for(new_key_id)
     assert signing_secret_for(new_key_id) != issued.signing_secret
 
 

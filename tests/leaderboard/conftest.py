@@ -31,8 +31,8 @@ def client(client):
 
 
 def publisher(*, public_name: str = "Public Project", opt_in: bool = True, **project_fields):
-    project = ProjectFactory(public_name=public_name, leaderboard_opt_in=opt_in, **project_fields)
-    issued = issue_key(AgentFactory(project=project), scopes=["telemetry:write", "tasks:write"])
+    project = ProjectFactory.create(public_name=public_name, leaderboard_opt_in=opt_in, **project_fields)
+    issued = issue_key(AgentFactory.create(project=project), scopes=["telemetry:write", "tasks:write"])
     return project, authenticate_token(issued.token)
 
 

@@ -62,7 +62,8 @@ def test_no_page_and_no_json_reveals_private_data(client, demo):
     assert len([s for s in secrets if re.fullmatch(r"[0-9A-Za-z]{12}", s)]) >= 5  # key ids
 
     pages = {f"{page}?window={window}" for page in ("/", "/prompts/", "/suites/") for window in ("24h", "7d", "30d")}
-    seen, bodies = set(), {}
+    seen: set[str] = set()
+    bodies = {}
     while pages - seen:
         path = sorted(pages - seen)[0]
         seen.add(path)

@@ -31,6 +31,7 @@ def test_the_console_shows_admissions_spenders_rate_limited_keys_and_kill_switch
     make_price("gpt-test", input_per_mtok="10")
     issued = issue_key(scopes=["tasks:write"])
     agent = issued.api_key.agent
+    assert agent is not None
     make_cap(subject=agent, limit="12")
     principal = authenticate_token(issued.token)
     allowed = ledger.admit(principal=principal, model="gpt-test", estimated_input_tokens=1_000_000,
@@ -63,7 +64,7 @@ def test_the_console_shows_admissions_spenders_rate_limited_keys_and_kill_switch
 
 def test_the_console_reads_are_bounded(operator, django_assert_max_num_queries):
     for n in range(30):
-        make_cap(subject=AgentFactory(), limit=str(10 + n), window="hour")
+        make_cap(subject=AgentFactory.create(), limit=str(10 + n), window="hour")
     # session, user, and one bounded query per section: the number does not grow with the data.
     with django_assert_max_num_queries(14):
         assert operator.get("/admin/").status_code == 200
@@ -82,6 +83,7 @@ def test_the_global_kill_switch_is_one_click_and_a_confirmation_away(operator):
     assert policy.kill_switch and policy.kill_switch_reason == "incident 42"
     audit = AuditEvent.objects.filter(target_type="policy.policy").latest("chain_seq")
     assert (audit.actor_label, audit.reason, audit.request_id) == ("user:operator", "incident 42", "console-kill-0001")
+    assert audit.after is not None
     assert audit.after["kill_switch"] is True
     assert b'id="release-global-kill-switch"' in operator.get("/admin/").content
 

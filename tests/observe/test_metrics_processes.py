@@ -80,7 +80,7 @@ def test_metrics_sum_every_gunicorn_worker_and_stay_hidden_from_the_public(tmp_p
 def test_production_logs_one_json_line_per_request_and_never_a_token(tmp_path):
     issued = issue_key(scopes=["tasks:write"])
     token = issued.token
-    writer = issue_key(AgentFactory(), scopes=["policy:write"])
+    writer = issue_key(AgentFactory.create(), scopes=["policy:write"])
     wrong = token[:-8] + ("A" if token[-8] != "A" else "B") + token[-7:]  # well-formed, wrong secret
     secrets_sent = [token, writer.token, wrong]
     log = tmp_path / "gunicorn.log"

@@ -2,12 +2,14 @@ import datetime as dt
 import threading
 from contextlib import nullcontext
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.db import IntegrityError, connection, connections, transaction
 
 from apps.audit.models import AuditEvent
 from apps.gateway.auth import authenticate_token
+from apps.gateway.errors import DomainError
 from apps.policy import ledger as policy_ledger
 from apps.policy import services
 from apps.policy.models import AdmissionDecision, PolicyCap, Reservation, UsageLedger
@@ -18,7 +20,7 @@ MILLION = 1_000_000
 
 
 def principal_for(agent=None, scopes=("tasks:write",)):
-    return authenticate_token(issue_key(agent or AgentFactory(), scopes=scopes).token)
+    return authenticate_token(issue_key(agent or AgentFactory.create(), scopes=scopes).token)
 
 
 def admit(principal, model="gpt-test", input_tokens=MILLION, output_tokens=0, **kwargs):
@@ -101,7 +103,7 @@ def test_settling_moves_actual_cost_to_used_and_keeps_overrun_outside_the_limit(
     assert (row.used, row.reserved, row.overrun) == (Decimal(25), Decimal(0), Decimal(9))
     assert not admit(principal).allowed
 
-    with pytest.raises(Exception) as again:
+    with pytest.raises(DomainError) as again:
         policy_ledger.reservation_settle(reservation_id=costly.reservation_id, agent_id=principal.agent_id,
                                          model="gpt-test", actual_tokens=1, actual_cost_usd=Decimal(1))
     assert again.value.code == "reservation_not_held"
@@ -191,6 +193,8 @@ def test_policy_level_dry_run_softens_rules_and_switching_it_is_audited():
     result = admit(principal)
     assert result.allowed and result.dry_run_would_deny == ["model_not_allowed"]
     event = AuditEvent.objects.filter(action="policy.update").latest("id")
+    assert event.before is not None
+    assert event.after is not None
     assert (event.before["dry_run"], event.after["dry_run"], event.reason) == (False, True, "trial")
 
 
@@ -202,7 +206,9 @@ def test_kill_switch_at_any_level_denies(level):
     from apps.keys.models import Agent
 
     agent = Agent.objects.get(pk=principal.agent_id)
-    subject = {"global": {}, "project": {"project": agent.project}, "agent": {"agent": agent}}[level]
+    subjects: dict[str, dict[str, Any]] = {
+        "global": {}, "project": {"project": agent.project}, "agent": {"agent": agent}}
+    subject = subjects[level]
     services.policy_set(actor=TEST_ACTOR, subject_type=level, kill_switch=True, reason="runaway", **subject)
     result = admit(principal)
     assert (result.allowed, result.reasons, result.reservation_id) == (False, ["kill_switch"], None)

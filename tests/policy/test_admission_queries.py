@@ -21,7 +21,7 @@ def agent_token():
     """An agent key with one reserved cost cap and one request cap, as bench/http_admission.py."""
     assert listener.wait_until_healthy(), "the process caches serve only while the listener is connected"
     make_price("gpt-test")
-    agent = AgentFactory()
+    agent = AgentFactory.create()
     token = issue_key(agent=agent, scopes=["tasks:write"]).token
     make_cap(limit="1000000")
     make_cap(subject=agent, metric="requests", window="minute", limit="1000000")

@@ -82,7 +82,7 @@ def test_tightening_a_cap_needs_no_reason(alice):
 
 
 def test_raising_an_inline_cap_on_the_project_page_needs_a_reason(alice):
-    project = AgentFactory().project
+    project = AgentFactory.create().project
     cap = make_cap(subject=project, limit="5")
     url = reverse("admin:keys_project_change", args=[project.pk])
     data = {
@@ -103,7 +103,7 @@ def test_raising_an_inline_cap_on_the_project_page_needs_a_reason(alice):
 
 
 def test_releasing_a_kill_switch_without_a_reason_is_refused(alice):
-    agent = AgentFactory()
+    agent = AgentFactory.create()
     services.policy_set(actor=TEST_ACTOR, subject_type="agent", agent=agent, kill_switch=True, reason="runaway")
     changelist = reverse("admin:keys_agent_changelist")
     selection = {"action": "release_kill_switch", "_selected_action": [agent.pk], "confirm": "yes"}
@@ -115,6 +115,8 @@ def test_releasing_a_kill_switch_without_a_reason_is_refused(alice):
 
     assert alice.post(changelist, {**selection, "reason": "loop fixed"}).status_code == 302
     event = AuditEvent.objects.get(action="policy.update")
+    assert event.before is not None
+    assert event.after is not None
     assert (event.before["kill_switch"], event.after["kill_switch"], event.reason) == (True, False, "loop fixed")
 
 
@@ -142,6 +144,7 @@ def test_a_raise_above_the_threshold_waits_for_a_second_staff_member(threshold, 
     assert cap.limit == Decimal(50), "no effect before approval"
     assert not cap_audit(cap).exists()
     request = AuditEvent.objects.get(action="cap_change.request")
+    assert request.after is not None
     assert (request.actor_label, Decimal(request.after["limit"]), request.reason) == (
         "user:alice", Decimal(500), "big eval run")
 
@@ -156,11 +159,12 @@ def test_a_raise_above_the_threshold_waits_for_a_second_staff_member(threshold, 
     cap.refresh_from_db()
     change.refresh_from_db()
     assert cap.limit == Decimal(500)
-    assert (change.state, change.decided_by.username) == ("approved", "bob")
+    assert change.decided_by is not None and (change.state, change.decided_by.username) == ("approved", "bob")
     applied = cap_audit(cap).get()
     assert applied.actor_label == "user:bob" and "alice" in applied.reason
     assert (Decimal(applied.before["limit"]), Decimal(applied.after["limit"])) == (Decimal(50), Decimal(500))
     decision = AuditEvent.objects.get(action="cap_change.approve")
+    assert decision.after is not None
     assert (decision.actor_label, decision.after["state"]) == ("user:bob", "approved")
 
     again = approve(bob, change)

@@ -1,6 +1,7 @@
 """A kill switch engaged by an operator stops admissions in other running processes within 1 s."""
 
 import time
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,10 @@ BODY = {"model": "gpt-test", "estimated_input_tokens": 10, "estimated_output_tok
 def test_kill_switch_reaches_other_processes_within_one_second(level):
     make_price("gpt-test")
     issued = issue_key(scopes=["tasks:write"])
-    agent = Agent.objects.select_related("project").get(pk=issued.api_key.agent_id)
-    subject = {"global": {}, "project": {"project": agent.project}, "agent": {"agent": agent}}[level]
+    agent = Agent.objects.select_related("project").get(api_keys=issued.api_key)
+    subjects: dict[str, dict[str, Any]] = {
+        "global": {}, "project": {"project": agent.project}, "agent": {"agent": agent}}
+    subject = subjects[level]
     with gunicorn_server(workers=2) as base:
         url = f"{base}/api/v1/admissions"
         for _ in range(10):  # both workers load (and cache) the effective policy

@@ -37,7 +37,7 @@ MILLION = 1_000_000
 def agent():
     make_price("model-a", input_per_mtok="1", output_per_mtok="1")
     make_price("model-b", input_per_mtok="1", output_per_mtok="1")
-    return AgentFactory()
+    return AgentFactory.create()
 
 
 @pytest.fixture
@@ -226,6 +226,7 @@ def test_a_deadlock_that_still_happens_is_retried_and_otherwise_is_a_503(token):
     assert len(busy) == 1 and "done" in results
     assert isinstance(busy[0].__cause__, OperationalError)
     response = problem_exception_handler(busy[0], {})  # what the agent would get
+    assert response is not None
     assert (response.status_code, response.data["code"], response["Retry-After"]) == (503, "database_busy", "1")
 
 

@@ -41,8 +41,9 @@ class LedgerMachine(RuleBasedStateMachine):
         make_price("gpt-test", input_per_mtok="1", output_per_mtok="2")
         make_price("other-model", input_per_mtok="3", output_per_mtok="15")
         services.policy_set(actor=TEST_ACTOR, subject_type="global", allow_unpriced_models=True)
-        agent = AgentFactory()
+        agent = AgentFactory.create()
         self.principal = authenticate_token(issue_key(agent).token)
+        self.agent_id = agent.pk
         self.caps = [make_cap(limit="50", subject=agent), make_cap(metric="tokens", limit="40000000"),
                      make_cap(metric="requests", limit="12", mode="dry_run"),
                      make_cap(limit="30", window="minute", model="gpt-test"),
@@ -79,7 +80,7 @@ class LedgerMachine(RuleBasedStateMachine):
           actual_tokens=st.integers(0, 20_000_000) | st.just(2 * MAX_TOKENS))
     def settle(self, data, actual_cost, actual_tokens):
         reservation, model = self._pop(data)
-        ledger.reservation_settle(reservation_id=reservation, agent_id=self.principal.agent_id, model=model,
+        ledger.reservation_settle(reservation_id=reservation, agent_id=self.agent_id, model=model,
                                     actual_tokens=actual_tokens, actual_cost_usd=actual_cost, now=self.now)
 
     @precondition(lambda self: self.held)
@@ -89,7 +90,7 @@ class LedgerMachine(RuleBasedStateMachine):
         other = data.draw(st.sampled_from([m for m in MODELS if m != model]))
         before = ledger_snapshot()
         with pytest.raises(ledger.ReservationRefused) as refused:
-            ledger.reservation_settle(reservation_id=reservation, agent_id=self.principal.agent_id, model=other,
+            ledger.reservation_settle(reservation_id=reservation, agent_id=self.agent_id, model=other,
                                         actual_tokens=1000, actual_cost_usd=Decimal(1), now=self.now)
         assert refused.value.code == "reservation_model_mismatch"
         assert ledger_snapshot() == before
@@ -106,7 +107,7 @@ class LedgerMachine(RuleBasedStateMachine):
                                            data.draw(st.decimals(0, 40, places=2))) for r, model in chosen]
         unreserved = [ledger.Usage(model, self.now - dt.timedelta(minutes=minutes_ago), 1, tokens, cost)
                       for model, minutes_ago, tokens, cost in usages]
-        ledger.usage_record(agent_id=self.principal.agent_id, settlements=data.draw(st.permutations(settlements)),
+        ledger.usage_record(agent_id=self.agent_id, settlements=data.draw(st.permutations(settlements)),
                               usages=data.draw(st.permutations(unreserved)), now=self.now)
         assert set(Reservation.objects.filter(id__in=[r for r, _ in chosen]).values_list("state", flat=True)) <= {
             "settled"}
@@ -117,13 +118,13 @@ class LedgerMachine(RuleBasedStateMachine):
         cost: enough to pass numeric(20, 6) on a tokens cap (tests/telemetry/test_ingest.py sends
         them one request at a time)."""
         biggest = ledger.Usage(model, self.now, 1000, 1000 * 2 * MAX_TOKENS, 1000 * MAX_REPORTED)
-        ledger.usage_record(agent_id=self.principal.agent_id, usages=[biggest] * batches, now=self.now)
+        ledger.usage_record(agent_id=self.agent_id, usages=[biggest] * batches, now=self.now)
 
     @precondition(lambda self: self.held)
     @rule(data=st.data())
     def release(self, data):
         reservation, _ = self._pop(data)
-        ledger.reservation_release(reservation_id=reservation, agent_id=self.principal.agent_id)
+        ledger.reservation_release(reservation_id=reservation, agent_id=self.agent_id)
 
     @rule()
     def expire_everything(self):
@@ -142,7 +143,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(model=st.sampled_from(MODELS), cost=st.decimals(0, 30, places=2), tokens=st.integers(0, 5_000_000))
     def unreserved_usage(self, model, cost, tokens):
-        ledger.usage_record(agent_id=self.principal.agent_id,
+        ledger.usage_record(agent_id=self.agent_id,
                               usages=[ledger.Usage(model, self.now, 1, tokens, cost)])
 
     @invariant()
@@ -153,7 +154,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def reserved_equals_what_held_reservations_hold(self):
-        held = {}
+        held: dict[int, Decimal] = {}
         for reservation in Reservation.objects.filter(state="held"):
             for hold in reservation.holds:
                 held[hold["ledger"]] = held.get(hold["ledger"], Decimal(0)) + Decimal(hold["amount"])

@@ -54,7 +54,7 @@ def test_prices_caps_and_policies_refuse_a_trailing_newline_in_validation():
     lambda: PolicyCap.objects.bulk_create([PolicyCap(subject_type="global", metric="tokens", window="day",
                                                      limit=5, model=NEWLINE_NAME)]),
     lambda: Policy.objects.bulk_create([Policy(subject_type="global", allowed_models=["ok", NEWLINE_NAME])]),
-    lambda: Policy.objects.bulk_create([Policy(subject_type="agent", agent=AgentFactory(),
+    lambda: Policy.objects.bulk_create([Policy(subject_type="agent", agent=AgentFactory.create(),
                                                allowed_models=["ok", None])]),
 ])
 def test_the_database_refuses_a_trailing_newline_even_past_the_validators(write):
@@ -67,5 +67,5 @@ def test_the_database_still_takes_valid_names_and_empty_lists():
                                                output_usd_per_mtok=1)])
     PolicyCap.objects.bulk_create([PolicyCap(subject_type="global", metric="tokens", window="day", limit=5)])
     Policy.objects.bulk_create([Policy(subject_type="global", allowed_models=[]),
-                                Policy(subject_type="agent", agent=AgentFactory(), allowed_models=["a", "b.c"])])
+                                Policy(subject_type="agent", agent=AgentFactory.create(), allowed_models=["a", "b.c"])])
     assert (ModelPrice.objects.count(), PolicyCap.objects.count(), Policy.objects.count()) == (1, 1, 2)

@@ -21,6 +21,7 @@ def test_kill_switch_from_the_agent_list_asks_for_a_reason_then_stops_admissions
     make_price("gpt-test")
     issued = issue_key()
     agent = issued.api_key.agent
+    assert agent is not None
     changelist = reverse("admin:keys_agent_changelist")
     selection = {"action": "engage_kill_switch", "_selected_action": [agent.pk]}
 
@@ -33,6 +34,7 @@ def test_kill_switch_from_the_agent_list_asks_for_a_reason_then_stops_admissions
     policy = Policy.objects.get(agent=agent)
     assert policy.kill_switch and policy.kill_switch_reason == "runaway loop"
     event = AuditEvent.objects.get(action="policy.create", target_id=str(policy.pk))
+    assert event.after is not None
     assert (event.actor_label, event.reason, event.after["kill_switch"]) == ("user:operator", "runaway loop", True)
     result = ledger.admit(principal=authenticate_token(issued.token), model="gpt-test",
                             estimated_input_tokens=1, estimated_output_tokens=1)
@@ -45,15 +47,16 @@ def test_kill_switch_from_the_agent_list_asks_for_a_reason_then_stops_admissions
 
 
 def test_dry_run_switch_on_the_project_list_is_audited(operator):
-    agent = AgentFactory()
+    agent = AgentFactory.create()
     operator.post(reverse("admin:keys_project_changelist"), {
         "action": "dry_run_on", "_selected_action": [agent.project.pk], "confirm": "yes", "reason": "trial caps"})
     assert Policy.objects.get(project=agent.project).dry_run is True
-    assert AuditEvent.objects.get(action="policy.create", reason="trial caps").after["dry_run"] is True
+    created = AuditEvent.objects.get(action="policy.create", reason="trial caps")
+    assert created.after is not None and created.after["dry_run"] is True
 
 
 def test_caps_edited_inline_on_the_project_page_go_through_the_audited_service(operator):
-    agent = AgentFactory()
+    agent = AgentFactory.create()
     project = agent.project
     data = {
         "slug": project.slug, "name": project.name, "public_name": "", "leaderboard_opt_in": "",

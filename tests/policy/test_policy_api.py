@@ -72,7 +72,7 @@ def test_malformed_json_is_a_400_problem(api_client, bearer):
 
 
 def test_scopes_gate_policy_reads_and_writes(api_client, bearer):
-    agent = AgentFactory()
+    agent = AgentFactory.create()
     reader = issue_key(agent, scopes=["policy:read"]).token
     tasks_only = issue_key(agent, scopes=["tasks:write"]).token
     writer = issue_key(agent, scopes=["policy:read", "policy:write"]).token
@@ -100,7 +100,7 @@ def test_scopes_gate_policy_reads_and_writes(api_client, bearer):
 
 
 def test_an_agent_cannot_see_or_change_another_projects_caps(api_client, bearer):
-    mine, theirs = AgentFactory(), AgentFactory()
+    mine, theirs = AgentFactory.create(), AgentFactory.create()
     writer = issue_key(mine, scopes=["policy:read", "policy:write"]).token
     foreign = make_cap(subject=theirs.project, limit="10")
     global_cap = make_cap(limit="1000")
@@ -118,7 +118,7 @@ def test_an_agent_cannot_see_or_change_another_projects_caps(api_client, bearer)
 
 
 def test_an_agent_updates_and_deletes_its_own_cap_over_rest(api_client, bearer):
-    agent = AgentFactory()
+    agent = AgentFactory.create()
     writer = issue_key(agent, scopes=["policy:write"]).token
     created = api_client.post(CAPS, {"subject": "project", "metric": "cost_usd", "window": "day", "limit": "10"},
                               format="json", **bearer(writer))
@@ -132,7 +132,7 @@ def test_an_agent_updates_and_deletes_its_own_cap_over_rest(api_client, bearer):
 
 
 def test_agents_can_engage_but_not_release_a_kill_switch(api_client, bearer):
-    agent = AgentFactory()
+    agent = AgentFactory.create()
     writer = issue_key(agent, scopes=["policy:write"]).token
     engage = api_client.put(POLICY, {"subject": "project", "kill_switch": True, "reason": "loop"}, format="json",
                             **bearer(writer))

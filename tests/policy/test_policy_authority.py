@@ -23,7 +23,7 @@ WRITER_SCOPES = ["policy:read", "policy:write", "tasks:write", "telemetry:write"
 
 
 def cap_row(cap_id: int) -> tuple:
-    return PolicyCap.objects.filter(pk=cap_id).values_list("limit", "enabled", "mode", "window", "model").first()
+    return PolicyCap.objects.filter(pk=cap_id).values_list("limit", "enabled", "mode", "window", "model").get()
 
 
 def key_audit_rows() -> int:
@@ -42,7 +42,7 @@ def key_audit_rows() -> int:
     ({"limit": "20", "mode": "dry_run"}, ["limit", "mode"]),
 ])
 def test_an_agent_cannot_loosen_a_cap_an_operator_set(api_client, bearer, change, fields):
-    agent = AgentFactory()
+    agent = AgentFactory.create()
     token = issue_key(agent, scopes=WRITER_SCOPES).token
     cap = make_cap(subject=agent.project, metric="tokens", window="day", limit="10")
     before, audit_before = cap_row(cap.pk), key_audit_rows()
@@ -57,7 +57,7 @@ def test_an_agent_cannot_loosen_a_cap_an_operator_set(api_client, bearer, change
 
 
 def test_an_agent_can_tighten_an_operator_cap_and_that_is_audited_as_its_key(api_client, bearer):
-    agent = AgentFactory()
+    agent = AgentFactory.create()
     issued = issue_key(agent, scopes=WRITER_SCOPES)
     cap = make_cap(subject=agent.project, metric="tokens", window="day", limit="10", mode="dry_run")
     PolicyCap.objects.filter(pk=cap.pk).update(enabled=False)
@@ -67,13 +67,15 @@ def test_an_agent_can_tighten_an_operator_cap_and_that_is_audited_as_its_key(api
     assert response.status_code == 200
     assert cap_row(cap.pk)[:3] == (4, True, "enforce")
     event = AuditEvent.objects.get(action="cap.update", target_id=str(cap.pk))
+    assert event.before is not None
+    assert event.after is not None
     assert (event.actor_label, event.before["limit"], event.after["limit"]) == (
         f"key:{issued.api_key.key_id}", "10.000000", "4.000000")
 
 
 def test_caps_record_their_creator_and_only_the_creating_agent_may_loosen_or_delete_them(api_client, bearer):
-    agent = AgentFactory()
-    sibling = AgentFactory(project=agent.project)
+    agent = AgentFactory.create()
+    sibling = AgentFactory.create(project=agent.project)
     mine = issue_key(agent, scopes=WRITER_SCOPES)
     my_other_key = issue_key(agent, scopes=WRITER_SCOPES)
     theirs = issue_key(sibling, scopes=WRITER_SCOPES).token
@@ -113,7 +115,7 @@ def test_caps_made_by_an_operator_in_the_admin_record_the_staff_user(client):
 
 def test_caps_per_subject_are_bounded_and_the_list_is_paginated(api_client, bearer, settings):
     settings.MAX_CAPS_PER_SUBJECT = 3
-    agent = AgentFactory()
+    agent = AgentFactory.create()
     token = issue_key(agent, scopes=WRITER_SCOPES).token
     body = {"subject": "agent", "metric": "tokens", "window": "day", "limit": "5"}
     for _ in range(3):
@@ -144,7 +146,7 @@ def test_caps_per_subject_are_bounded_and_the_list_is_paginated(api_client, bear
 @pytest.fixture
 def operator_policy():
     """An operator's project policy, and a key of an agent in that project."""
-    agent = AgentFactory()
+    agent = AgentFactory.create()
     services.policy_set(actor=TEST_ACTOR, subject_type="project", project=agent.project, kill_switch=True,
                         reason="incident", allowed_models=["a", "b"], allow_unpriced_models=False,
                         max_tokens_per_attempt=1000, max_cost_per_attempt="2", max_concurrent_runs=4)
@@ -197,8 +199,8 @@ def test_an_agent_cannot_loosen_even_what_it_tightened_itself(api_client, bearer
 def test_project_dry_run_by_an_agent_no_longer_unblocks_its_siblings(api_client, bearer):
     """The audit's reproduction: one agent's key put the whole project in dry-run."""
     make_price("gpt-test", input_per_mtok="100000")
-    agent = AgentFactory()
-    sibling = issue_key(AgentFactory(project=agent.project), scopes=["tasks:write"]).token
+    agent = AgentFactory.create()
+    sibling = issue_key(AgentFactory.create(project=agent.project), scopes=["tasks:write"]).token
     make_cap(subject=agent.project, limit="1")
     token = issue_key(agent, scopes=WRITER_SCOPES).token
     refused = api_client.put(POLICY, {"subject": "project", "dry_run": True}, format="json", **bearer(token))
@@ -214,7 +216,7 @@ def test_project_dry_run_by_an_agent_no_longer_unblocks_its_siblings(api_client,
 
 def test_a_quarantined_agent_reads_and_reports_telemetry_but_every_other_write_is_403(api_client, bearer):
     make_price("gpt-test")
-    agent = AgentFactory()
+    agent = AgentFactory.create()
     token = issue_key(agent, scopes=WRITER_SCOPES).token
     own_cap = api_client.post(CAPS, {"subject": "agent", "metric": "tokens", "window": "day", "limit": "100"},
                               format="json", **bearer(token)).json()["id"]

@@ -68,7 +68,7 @@ def test_the_body_is_compared_byte_for_byte(api_client, token):
 
 
 def test_two_agents_with_the_same_key_string_do_not_collide(api_client, db):
-    one, two = issue_key(AgentFactory()).token, issue_key(AgentFactory()).token
+    one, two = issue_key(AgentFactory.create()).token, issue_key(AgentFactory.create()).token
     a = api_client.post(RUNS, {"task": "same"}, format="json", **headers(one, "shared-key"))
     b = api_client.post(RUNS, {"task": "same"}, format="json", **headers(two, "shared-key"))
     assert a.status_code == b.status_code == 201
@@ -197,10 +197,10 @@ def test_a_concurrent_duplicate_waits_for_the_first_then_replays_or_runs_itself(
     on the first request's uncommitted one: it replays the first's response when that commits, and
     runs itself when the first failed (its rollback took the claim with it). No 409 either way."""
     from apps.gateway.errors import InvalidInput
-    from apps.gateway.idempotency import idempotent
+    from apps.gateway.idempotency import Outcome, idempotent
 
     release, key, effects = threading.Event(), uuid.uuid4().hex, []
-    results: dict[str, object] = {}
+    results: dict[str, Outcome | Exception] = {}
 
     def first_run():
         effects.append("first")
@@ -232,13 +232,16 @@ def test_a_concurrent_duplicate_waits_for_the_first_then_replays_or_runs_itself(
     first.join(10)
     second.join(10)
 
+    second_outcome = results["second"]
+    assert isinstance(second_outcome, Outcome), second_outcome
     if first_fails:
         assert isinstance(results["first"], InvalidInput)
-        assert (results["second"].body, results["second"].replayed) == ({"by": "second"}, False)
+        assert (second_outcome.body, second_outcome.replayed) == ({"by": "second"}, False)
         assert effects == ["first", "second"]
     else:
-        assert (results["first"].body, results["first"].replayed) == ({"by": "first"}, False)
-        assert (results["second"].status, results["second"].body, results["second"].replayed) == (
-            201, {"by": "first"}, True)
+        first_outcome = results["first"]
+        assert isinstance(first_outcome, Outcome), first_outcome
+        assert (first_outcome.body, first_outcome.replayed) == ({"by": "first"}, False)
+        assert (second_outcome.status, second_outcome.body, second_outcome.replayed) == (201, {"by": "first"}, True)
         assert effects == ["first"]
-    assert IdempotencyRecord.objects.get(key=key).response_body == results["second"].body
+    assert IdempotencyRecord.objects.get(key=key).response_body == second_outcome.body

@@ -250,6 +250,7 @@ def test_an_attempt_settles_its_reservation_and_unreserved_attempts_still_count(
     unreserved = attempt(input_tokens=200_000, output_tokens=0)
     response = api_client.post(ATTEMPTS, {"attempts": [settled, unreserved]}, format="json", **bearer(agent_token))
     assert response.status_code == 201
+    assert admission.reservation_id is not None
     assert Reservation.objects.get(id=admission.reservation_id).state == "settled"
     ledger = UsageLedger.objects.get(cap=cap)
     assert (ledger.used, ledger.reserved) == (Decimal(7), Decimal(0))  # $5 settled + $2 unreserved
@@ -263,7 +264,7 @@ def test_attempts_roll_up_into_their_run_and_foreign_runs_are_refused(api_client
     make_price("gpt-test", input_per_mtok="1", output_per_mtok="1")
     principal = authenticate_token(agent_token)
     run = services.run_start(principal=principal, task="t", metadata={})
-    foreign = services.run_start(principal=authenticate_token(issue_key(AgentFactory()).token), task="t",
+    foreign = services.run_start(principal=authenticate_token(issue_key(AgentFactory.create()).token), task="t",
                                  metadata={})
     items = [attempt(run_id=str(run.pk), input_tokens=1_000_000, output_tokens=0)] * 3
     assert api_client.post(ATTEMPTS, {"attempts": items}, format="json", **bearer(agent_token)).status_code == 201
@@ -285,7 +286,7 @@ def test_run_events_single_and_batch(api_client, bearer, agent_token):
     assert count("run_events") == 11
     bad = api_client.post(url, {"events": [{"kind": "step"}, {"kind": ""}]}, format="json", **bearer(agent_token))
     assert (bad.status_code, bad.json()["index"], bad.json()["field"]) == (400, 1, "kind")
-    other = issue_key(AgentFactory(), scopes=["telemetry:write"]).token
+    other = issue_key(AgentFactory.create(), scopes=["telemetry:write"]).token
     assert api_client.post(url, {"kind": "x"}, format="json", **bearer(other)).status_code == 404
     assert count("run_events") == 11
 
@@ -301,6 +302,7 @@ def test_recording_an_event_takes_the_same_queries_with_1_or_1000_runs(agent_tok
     # SAVEPOINT, the run by primary key, (the COPY, which is not counted), RELEASE
     with django_assert_num_queries(3):
         record_event(runs[1])
+    assert principal.agent_id is not None and principal.project_id is not None
     Run.objects.bulk_create([Run(agent_id=principal.agent_id, project_id=principal.project_id, task="x")
                              for _ in range(1000)])
     with django_assert_num_queries(3):
@@ -390,6 +392,7 @@ def test_an_unpriced_model_under_a_cost_cap_is_charged_the_agents_cost_and_never
     unreported = api_client.post(ATTEMPTS, {**huge, "reservation_id": str(admission.reservation_id)},
                                  format="json", **bearer(agent_token))
     assert (unreported.status_code, unreported.json()["code"]) == (400, "cost_required_for_unpriced_model")
+    assert admission.reservation_id is not None
     assert Reservation.objects.get(id=admission.reservation_id).state == "held"
 
     settled = {**huge, "reservation_id": str(admission.reservation_id), "reported_cost_usd": "4"}
@@ -426,6 +429,7 @@ def test_an_attempt_of_another_model_than_its_reservation_is_refused_and_writes_
         400, "reservation_model_mismatch", 1, "model")
     assert (ledger_state(cap_a), ledger_state(cap_b)) == before
     assert count("prompt_attempts") == 0
+    assert admission.reservation_id is not None
     assert Reservation.objects.get(id=admission.reservation_id).state == "held"
 
     unknown = api_client.post(ATTEMPTS, attempt(model="model-a", reservation_id=str(uuid.uuid4())), format="json",

@@ -164,6 +164,7 @@ def test_expired_reservations_are_released():
     make_cap(subject=issued.api_key.agent, limit="10")
     admission = ledger.admit(principal=authenticate_token(issued.token), model="gpt-test",
                                       estimated_input_tokens=1000, estimated_output_tokens=0)
+    assert admission.reservation_id is not None
     Reservation.objects.filter(pk=admission.reservation_id).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
 
     output = maintenance()

@@ -28,13 +28,13 @@ def test_start_get_and_finish_a_run(api_client, bearer):
 
 
 def test_agents_only_see_and_finish_their_own_runs(api_client, bearer):
-    mine, theirs = issue_key(AgentFactory()).token, issue_key(AgentFactory()).token
+    mine, theirs = issue_key(AgentFactory.create()).token, issue_key(AgentFactory.create()).token
     run_id = api_client.post(RUNS, {"task": "t"}, format="json", **bearer(mine)).json()["id"]
     assert api_client.get(f"{RUNS}/{run_id}", **bearer(theirs)).status_code == 404
     response = api_client.post(f"{RUNS}/{run_id}/finish", {"status": "failed"}, format="json", **bearer(theirs))
     assert response.status_code == 404
     assert Run.objects.get(pk=run_id).status == "running"
-    auditor = issue_key(AgentFactory(), scopes=["admin:read"]).token
+    auditor = issue_key(AgentFactory.create(), scopes=["admin:read"]).token
     assert api_client.get(f"{RUNS}/{run_id}", **bearer(auditor)).status_code == 200
 
 
@@ -46,6 +46,7 @@ def test_finish_takes_the_same_queries_with_1_or_1000_runs(django_assert_num_que
     # SAVEPOINT, the conditional UPDATE by primary key, the run by primary key, RELEASE
     with django_assert_num_queries(4):
         services.run_finish(principal=principal, run_id=first.pk, status="succeeded", metadata=None)
+    assert principal.agent_id is not None and principal.project_id is not None
     Run.objects.bulk_create([Run(agent_id=principal.agent_id, project_id=principal.project_id, task="x")
                              for _ in range(1000)])
     with django_assert_num_queries(4):
@@ -57,6 +58,7 @@ def test_finish_takes_the_same_queries_with_1_or_1000_runs(django_assert_num_que
 def test_max_concurrent_runs_and_kill_switch_gate_new_runs(api_client, bearer):
     issued = issue_key()
     agent = issued.api_key.agent
+    assert agent is not None
     policy_services.policy_set(actor=TEST_ACTOR, subject_type="agent", agent=agent, max_concurrent_runs=2)
     codes = [api_client.post(RUNS, {"task": "t"}, format="json", **bearer(issued.token)).status_code
              for _ in range(3)]

@@ -234,6 +234,7 @@ def test_ingest_through_the_api_writes_hypertables_and_late_rows_land_in_compres
     principal = authenticate_token(token)
     headers = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
     old = timezone.now() - dt.timedelta(days=10)
+    assert principal.project_id is not None
     insert_attempts([attempt(old + dt.timedelta(minutes=i), project_id=principal.project_id) for i in range(3)])
     compression_job, _ = job("policy_compression", "prompt_attempts")
     with connection.cursor() as cursor:

@@ -7,7 +7,7 @@ import datetime as dt
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, overload
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -18,6 +18,12 @@ from apps.gateway.errors import NotFound
 MONEY = Decimal("0.000001")
 
 
+@overload
+def timestamp(moment: dt.datetime) -> Timestamp: ...
+@overload
+def timestamp(moment: None) -> None: ...
+@overload
+def timestamp(moment: dt.datetime | None) -> Timestamp | None: ...
 def timestamp(moment: dt.datetime | None) -> Timestamp | None:
     """A Timestamp, or None (the field stays unset) for a missing time."""
     if moment is None:

@@ -47,7 +47,7 @@ def failure_for(exc: Exception) -> Failure | None:
     return None
 
 
-def _first_message(exc: Exception) -> str:
+def _first_message(exc: drf.ValidationError | DjangoValidationError) -> str:
     """One line naming the first bad field: details are a single string."""
     detail = exc.detail if isinstance(exc, drf.ValidationError) else getattr(exc, "message_dict", None) or exc.messages
     path: list[str] = []

@@ -64,13 +64,16 @@ class OperationPermission(BasePermission):
     retry needs a fresh nonce too)."""
 
     def has_permission(self, request: Request, view: Any) -> bool:
-        operation = require_access(operation_of(view, request.method or ""), request.auth)
+        # ApiKeyAuthentication is the only authenticator: `request.auth` is a Principal or None.
+        principal = request.auth if isinstance(request.auth, Principal) else None
+        operation = require_access(operation_of(view, request.method or ""), principal)
         if operation.is_write and not getattr(view, "writes_are_idempotent", False):
             raise ImproperlyConfigured(f"{type(view).__name__} serves the write {operation.name} but is not a "
                                        "GatewayApi: it would run without an idempotency key.")
-        ratelimits.check(operation, request.auth)
-        check_signed_write(operation=operation, principal=request.auth, method=request.method or "",
-                           path=signed_path(request), body=lambda: request.body, header=request.headers.get)
+        ratelimits.check(operation, principal)
+        if principal is not None:  # require_access let no key through to a write, signed or not
+            check_signed_write(operation=operation, principal=principal, method=request.method or "",
+                               path=signed_path(request), body=lambda: request.body, header=request.headers.get)
         return True
 
 

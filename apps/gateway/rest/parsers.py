@@ -9,6 +9,7 @@ nested a few hundred deep decodes but then exhausts the stack in whatever walks 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from rest_framework.exceptions import ParseError
@@ -22,6 +23,7 @@ MAX_JSON_DEPTH = 32
 def nesting_exceeds(value: Any, limit: int) -> bool:
     """Whether containers in `value` nest deeper than `limit` (iteratively: no recursion)."""
     stack = [(value, 1)]
+    children: Iterable[Any]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict):
@@ -63,7 +65,8 @@ class RawJSONParser(BaseParser):
 
     media_type = "application/json"
 
-    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> bytes:
+    # DRF hands views whatever `parse` returns as request.data; these views want the bytes.
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> bytes:  # type: ignore[override]
         # Django's `body`, not `stream.read()`: it enforces DATA_UPLOAD_MAX_MEMORY_SIZE.
         return parser_context["request"].body
 

@@ -16,6 +16,7 @@ A test (tests/gateway/test_openapi.py) holds the document to these rules, and Sc
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.core.validators import RegexValidator
@@ -225,7 +226,7 @@ def _ecma(pattern: str) -> str:
 
 
 def _regex_pattern(field: serializers.CharField) -> str | None:
-    regexes = [_ecma(v.regex.pattern) for v in field.validators if isinstance(v, RegexValidator)]
+    regexes = [_ecma(re.compile(v.regex).pattern) for v in field.validators if isinstance(v, RegexValidator)]
     if len(regexes) > 1:
         raise ValueError(f"{field.field_name}: one regex validator per field, so the schema can state it")
     return regexes[0] if regexes else None

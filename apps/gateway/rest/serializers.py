@@ -94,6 +94,8 @@ class StrictDecimalField(serializers.DecimalField):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        if self.max_digits is None or self.decimal_places is None:
+            raise ImproperlyConfigured("StrictDecimalField needs max_digits and decimal_places.")
         smallest = Decimal(1).scaleb(-self.decimal_places)
         if self.min_value not in (Decimal(0), smallest):
             raise ImproperlyConfigured("StrictDecimalField takes min_value 0 or its smallest unit.")

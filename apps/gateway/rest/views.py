@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 from apps.gateway.access import OPERATIONS, Op, operation_named
 from apps.gateway.idempotency import idempotent
 from apps.gateway.rest.auth import operation_of
+from apps.gateway.rest.request import AgentRequest
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -31,7 +32,7 @@ def _request_bytes(request: Request) -> bytes:
 
 def _idempotent_method(method: Callable[..., Response], operation: Op) -> Callable[..., Response]:
     @functools.wraps(method)
-    def write(self: APIView, request: Request, *args: Any, **kwargs: Any) -> Response:
+    def write(self: APIView, request: AgentRequest, *args: Any, **kwargs: Any) -> Response:
         responses: list[Response] = []
 
         def run() -> tuple[int, Any]:

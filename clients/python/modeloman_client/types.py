@@ -150,7 +150,7 @@ def _coerce(hint: Any, value: Any) -> Any:
         return [_coerce(args[0], item) for item in value]
     if origin is dict:
         return dict(value)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return build(hint, value)
     if hint is Decimal:
         return Decimal(str(value))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -27,7 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--anchor", help="A SEQ:HASH printed by --head earlier: the chain must still hold it.")
         parser.add_argument("--page-size", type=int, default=1000, help="Rows read per query (memory bound).")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         if options["head"]:
             head = audit_chain_head()
             self.stdout.write(f"{head.seq}:{head.hash}")

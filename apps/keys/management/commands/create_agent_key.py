@@ -1,5 +1,7 @@
 """Issue an API key for an agent; print its token and its request-signing secret on stdout."""
 
+from typing import Any
+
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
@@ -29,7 +31,7 @@ class Command(BaseCommand):
         parser.add_argument("--create", action="store_true",
                             help="Create the project and agent if they do not exist.")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         scopes = [s.strip() for s in str(options["scopes"]).split(",") if s.strip()]
         unknown = sorted(set(scopes) - ALL_SCOPES)
         if not scopes or unknown:

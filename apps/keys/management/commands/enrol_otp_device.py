@@ -1,5 +1,7 @@
 """Enrol (or replace) a staff user's TOTP device and print its provisioning URI."""
 
+from typing import Any
+
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -17,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--replace", action="store_true", help="Remove the user's TOTP devices first.")
         parser.add_argument("--reason", default="", help="Why; stored in the audit trail.")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         user_model = get_user_model()
         user = user_model.objects.filter(**{user_model.USERNAME_FIELD: options["username"]}).first()
         if user is None:

@@ -1,5 +1,7 @@
 """Revoke an API key by its public key id."""
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.audit.services import Actor
@@ -15,7 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("key_id", help="The public key id (the 12 characters after mmk_).")
         parser.add_argument("--reason", required=True, help="Why; stored in the audit trail.")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         api_key = ApiKey.objects.filter(key_id=options["key_id"]).first()
         if api_key is None:
             raise CommandError(f"Unknown key id {options['key_id']!r}.")

@@ -8,6 +8,8 @@ Goes through the same ingest services as agents' data; see apps/leaderboard/demo
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from apps.gateway.errors import DomainError
@@ -26,7 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--attempts-per-day", type=int, default=2000, help="Default 2000.")
         parser.add_argument("--seed", type=int, default=7, help="Random seed (same seed, same data).")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         try:
             if options["clear"]:
                 counts = demo_clear()

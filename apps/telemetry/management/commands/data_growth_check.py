@@ -12,6 +12,8 @@ compressed chunks included). Prints a table; exits 1 when any table is over a li
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connection, transaction
@@ -47,7 +49,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-size", action="append", default=[], metavar="[TABLE=]SIZE",
                             help='Size limit such as "200 GB", for one table or all. Repeatable.')
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         row_limits = {table: rows for table, (rows, _) in DEFAULT_LIMITS.items()}
         size_limits = {table: size for table, (_, size) in DEFAULT_LIMITS.items()}
         for spec in [*_split(settings.DATA_GROWTH_MAX_ROWS), *options["max_rows"]]:

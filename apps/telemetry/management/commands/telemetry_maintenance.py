@@ -19,6 +19,7 @@ Safe to start while another run is going: the second one prints that it skipped 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -42,7 +43,7 @@ class Command(BaseCommand):
         parser.add_argument("--apply-retention", action="store_true",
                             help="TimescaleDB: run the retention policies now instead of waiting for their jobs.")
 
-    def handle(self, *args: object, **options: object) -> None:
+    def handle(self, *args: object, **options: Any) -> None:
         batch_size = int(options["batch_size"])
         if batch_size < 1 or int(options["lookback_hours"]) < 1:
             raise CommandError("--batch-size and --lookback-hours must be at least 1.")
