@@ -18,7 +18,6 @@ from apps.gateway.rest.serializers import (
     StrictDecimalField,
     StrictIntegerField,
     StrictSerializer,
-    StrictUUIDField,
 )
 from apps.gateway.rest.views import GatewayApi
 from apps.policy import ledger, selectors, services
@@ -63,7 +62,6 @@ class AdmissionsApi(GatewayApi):
         estimated_input_tokens = StrictIntegerField(min_value=0, max_value=MAX_TOKENS)
         estimated_output_tokens = StrictIntegerField(min_value=0, max_value=MAX_TOKENS)
         estimated_cost_usd = _money(required=False)
-        run_id = StrictUUIDField(required=False)
 
     class OutputSerializer(serializers.Serializer):
         allowed = serializers.BooleanField()

@@ -85,11 +85,9 @@ class Client:
         return build(Identity, self._call("WhoAmI", {}))
 
     def admit(self, *, model: str, estimated_input_tokens: int, estimated_output_tokens: int,
-              estimated_cost_usd: Decimal | str | None = None, run_id: str | None = None,
-              idempotency_key: str | None = None) -> Admission:
+              estimated_cost_usd: Decimal | str | None = None, idempotency_key: str | None = None) -> Admission:
         payload = _present(model=model, estimated_input_tokens=estimated_input_tokens,
-                           estimated_output_tokens=estimated_output_tokens, estimated_cost_usd=estimated_cost_usd,
-                           run_id=run_id)
+                           estimated_output_tokens=estimated_output_tokens, estimated_cost_usd=estimated_cost_usd)
         return build(Admission, self._call("Admit", payload, idempotency_key))
 
     def start_run(self, *, task: str, metadata: Mapping[str, str] | None = None,
