@@ -35,7 +35,8 @@ from apps.policy import services as policy_services
 from apps.policy.models import ModelPrice
 from apps.telemetry import services as telemetry
 from apps.telemetry.models import Run
-from apps.telemetry.rollups import rollups_refresh, timescale_enabled
+from apps.telemetry.rollups import rollups_refresh
+from apps.telemetry.timescale import timescale_enabled
 from apps.telemetry.validation import AttemptIn, BenchmarkIn
 
 ACTOR = Actor.system("seed_demo")

@@ -16,6 +16,8 @@ from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connections
 
+from apps.telemetry.timescale import timescale_enabled
+
 
 def verify_timescale(using: str = "default", *, before_migrate: bool = False) -> None:
     """Raise ImproperlyConfigured when TIMESCALE=required and the database lacks TimescaleDB:
@@ -32,15 +34,12 @@ def verify_timescale(using: str = "default", *, before_migrate: bool = False) ->
             " to_regclass('prompt_attempts') IS NOT NULL"
         )
         installed, available, migrated = cursor.fetchone()
-        if installed and migrated:
-            cursor.execute("SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables"
-                           " WHERE hypertable_schema = current_schema() AND hypertable_name = 'prompt_attempts')")
-            if not cursor.fetchone()[0]:
-                raise ImproperlyConfigured(
-                    "TIMESCALE=required, but prompt_attempts is a plain table: the telemetry migrations ran "
-                    "without TimescaleDB. Convert the tables (create_hypertable(..., migrate_data => true)) or "
-                    "migrate telemetry back to 0001 and forward again with TIMESCALE=required."
-                )
+    if installed and migrated and not timescale_enabled(using):
+        raise ImproperlyConfigured(
+            "TIMESCALE=required, but prompt_attempts is a plain table: the telemetry migrations ran "
+            "without TimescaleDB. Convert the tables (create_hypertable(..., migrate_data => true)) or "
+            "migrate telemetry back to 0001 and forward again with TIMESCALE=required."
+        )
     if installed or (before_migrate and available and not migrated):
         return
     raise ImproperlyConfigured(

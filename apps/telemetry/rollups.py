@@ -22,6 +22,8 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
+from apps.telemetry.timescale import timescale_enabled
+
 LATENCY_BOUNDS_MS = (50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 51200)
 LATENCY_COLUMNS = tuple(f"lat_le_{bound}" for bound in LATENCY_BOUNDS_MS)
 LATENCY_OVERFLOW_COLUMN = f"lat_gt_{LATENCY_BOUNDS_MS[-1]}"
@@ -130,18 +132,6 @@ ROLLUPS = (
         """,  # noqa: S608  # only constants are interpolated
     ),
 )
-
-
-def timescale_enabled() -> bool:
-    """Whether the telemetry tables were migrated as hypertables (the database decides, not
-    the TIMESCALE setting: that only chose what migrate built)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')")
-        if not cursor.fetchone()[0]:
-            return False
-        cursor.execute("SELECT EXISTS (SELECT 1 FROM timescaledb_information.hypertables "
-                       "WHERE hypertable_schema = current_schema() AND hypertable_name = 'prompt_attempts')")
-        return cursor.fetchone()[0]
 
 
 def floor_to(moment: dt.datetime, width: dt.timedelta) -> dt.datetime:

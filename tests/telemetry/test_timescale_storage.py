@@ -24,7 +24,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from apps.telemetry.checks import verify_timescale
-from apps.telemetry.rollups import LATENCY_SUMS_SQL, latency_percentile, timescale_enabled
+from apps.telemetry.rollups import LATENCY_SUMS_SQL, latency_percentile
+from apps.telemetry.timescale import timescale_enabled
 from apps.telemetry.timeseries import PromptAttemptHourly
 from tests.telemetry.timeseries_data import (
     RAW_COLUMNS,

@@ -22,6 +22,7 @@ from apps.audit.models import AuditEvent
 from apps.gateway.models import IdempotencyRecord
 from apps.policy.models import AdmissionDecision, Reservation, UsageLedger
 from apps.telemetry.models import Run
+from apps.telemetry.timescale import hypertables
 
 GIB = 1024**3
 # table -> (rows, bytes). Generous: these say "plan capacity now", not "something broke".
@@ -57,11 +58,11 @@ class Command(BaseCommand):
         for spec in [*_split(settings.DATA_GROWTH_MAX_SIZE), *options["max_size"]]:
             _apply(size_limits, spec, _parse_size)
 
-        hypertables = _hypertables()
+        timescale_tables = hypertables()
         over = []
         self.stdout.write(f"{'table':<30} {'rows':>15} {'row limit':>15} {'size':>10} {'size limit':>10}  status")
         for table in DEFAULT_LIMITS:
-            measured = _measure(table, hypertable=table in hypertables)
+            measured = _measure(table, hypertable=table in timescale_tables)
             if measured is None:
                 self.stdout.write(f"{table:<30} {'-':>15} {'':>15} {'-':>10} {'':>10}  missing (not migrated?)")
                 continue
@@ -117,16 +118,6 @@ def _pretty(size: int) -> str:
             return f"{size} {unit}"
         size //= 1024
     return f"{size} TB"
-
-
-def _hypertables() -> set[str]:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')")
-        if not cursor.fetchone()[0]:
-            return set()
-        cursor.execute("SELECT hypertable_name FROM timescaledb_information.hypertables "
-                       "WHERE hypertable_schema = current_schema()")
-        return {name for (name,) in cursor.fetchall()}
 
 
 def _measure(table: str, *, hypertable: bool) -> tuple[int, int] | None:

@@ -27,7 +27,8 @@ from django.utils import timezone
 
 from apps.policy.ledger import reservations_expire
 from apps.telemetry import maintenance
-from apps.telemetry.rollups import retention_policy_horizons, rollups_refresh, timescale_enabled
+from apps.telemetry.rollups import retention_policy_horizons, rollups_refresh
+from apps.telemetry.timescale import timescale_enabled
 
 
 class Command(BaseCommand):
