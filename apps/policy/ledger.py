@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.conf import settings
@@ -44,6 +45,24 @@ if TYPE_CHECKING:
     from apps.gateway.auth import Principal
 
 # --- admission ------------------------------------------------------------------------------
+
+
+class Reason(StrEnum):
+    """Why an admission is denied (or would be, in dry-run): the stable codes agents branch on.
+    A cap's reason names the cap: `Reason.CAP_EXCEEDED.of(cap_id)` is "cap_exceeded:<id>"."""
+
+    AGENT_DISABLED = "agent_disabled"
+    AGENT_QUARANTINED = "agent_quarantined"
+    KILL_SWITCH = "kill_switch"
+    MODEL_NOT_ALLOWED = "model_not_allowed"
+    MAX_TOKENS_PER_ATTEMPT = "max_tokens_per_attempt"
+    MAX_COST_PER_ATTEMPT = "max_cost_per_attempt"
+    UNPRICED_MODEL = "unpriced_model"
+    COST_ESTIMATE_REQUIRED = "cost_estimate_required"
+    CAP_EXCEEDED = "cap_exceeded"
+
+    def of(self, cap_id: int) -> str:
+        return f"{self.value}:{cap_id}"
 
 
 @dataclass
@@ -114,26 +133,26 @@ def _rule_checks(policy: EffectivePolicy, *, model: str, tokens: int, cost: Deci
     reasons: list[str] = []
     would: list[str] = []
     if policy.agent_status == Agent.Status.DISABLED:
-        reasons.append("agent_disabled")
+        reasons.append(Reason.AGENT_DISABLED)
     elif policy.agent_status == Agent.Status.QUARANTINED:
-        reasons.append("agent_quarantined")
+        reasons.append(Reason.AGENT_QUARANTINED)
     if policy.kill_switch_levels:  # a kill switch is never softened by dry-run
-        reasons.append("kill_switch")
+        reasons.append(Reason.KILL_SWITCH)
     for level in policy.levels:
         target = would if level.dry_run else reasons
         if level.allowed_models and model not in level.allowed_models:
-            target.append("model_not_allowed")
+            target.append(Reason.MODEL_NOT_ALLOWED)
         if level.max_tokens_per_attempt is not None and tokens > level.max_tokens_per_attempt:
-            target.append("max_tokens_per_attempt")
+            target.append(Reason.MAX_TOKENS_PER_ATTEMPT)
         if level.max_cost_per_attempt is not None and cost is not None and cost > level.max_cost_per_attempt:
-            target.append("max_cost_per_attempt")
+            target.append(Reason.MAX_COST_PER_ATTEMPT)
     cost_caps = [c for c in caps if c.metric == PolicyCap.Metric.COST_USD]
     if not priced and cost_caps:  # never silently $0: the agent's own estimate, or no admission
         target = reasons if any(c.enforce for c in cost_caps) else would
         if not policy.allow_unpriced_models:
-            target.append("unpriced_model")
+            target.append(Reason.UNPRICED_MODEL)
         elif cost is None:
-            target.append("cost_estimate_required")
+            target.append(Reason.COST_ESTIMATE_REQUIRED)
     return list(dict.fromkeys(reasons)), list(dict.fromkeys(would))
 
 
@@ -164,12 +183,12 @@ def admit(*, principal: Principal, model: str, estimated_input_tokens: int, esti
         rows = _reserve(windows, amounts, reservation_id=reservation_id, agent_id=policy.agent_id, model=model,
                         tokens=tokens, cost=cost, now=now)
     except _CapDenied as denied:
-        result = Admission(allowed=False, reasons=[f"cap_exceeded:{denied.cap_id}"], dry_run_would_deny=would,
+        result = Admission(allowed=False, reasons=[Reason.CAP_EXCEEDED.of(denied.cap_id)], dry_run_would_deny=would,
                            estimated_cost_usd=cost, caps=_read_statuses(windows))
     else:
         for (cap, start), (_, used, reserved, limit, held) in zip(windows, rows, strict=True):
             if not held:
-                result.dry_run_would_deny.append(f"cap_exceeded:{cap.id}")
+                result.dry_run_would_deny.append(Reason.CAP_EXCEEDED.of(cap.id))
             result.caps.append(_status(cap, start, (None, used, reserved, limit)))
         if any(row[4] for row in rows):
             result.reservation_id = reservation_id

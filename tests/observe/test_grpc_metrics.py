@@ -28,7 +28,8 @@ def test_grpc_calls_are_counted_and_scraped_through_the_web(tmp_path):
         for _ in range(3):
             stub.WhoAmI(pb.WhoAmIRequest(), metadata=[("authorization", f"Bearer {token}")], timeout=5)
         with pytest.raises(grpc.RpcError) as refused:
-            stub.WhoAmI(pb.WhoAmIRequest(), metadata=[("authorization", f"Bearer {token[:-1]}x")], timeout=5)
+            mistyped = token[:-1] + ("x" if token[-1] != "x" else "y")  # never the token itself
+            stub.WhoAmI(pb.WhoAmIRequest(), metadata=[("authorization", f"Bearer {mistyped}")], timeout=5)
         assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
         with gunicorn_server(workers=1, env=env) as base:
             with urllib.request.urlopen(f"{base}/metrics", timeout=5) as response:  # noqa: S310  # loopback
