@@ -12,7 +12,7 @@ import datetime as dt
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
@@ -124,20 +124,9 @@ class StatusFilter(admin.SimpleListFilter):
         return list(ApiKey.Status.choices)
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> QuerySet[ApiKey]:
-        now = timezone.now()
-        live = Q(revoked_at__isnull=True)
-        not_expired = (Q(expires_at__isnull=True) | Q(expires_at__gt=now)) & (
-            Q(grace_until__isnull=True) | Q(grace_until__gt=now)
-        )
-        match self.value():
-            case ApiKey.Status.REVOKED:
-                return queryset.filter(revoked_at__isnull=False)
-            case ApiKey.Status.EXPIRED:
-                return queryset.filter(live).exclude(not_expired)
-            case ApiKey.Status.ROTATING:
-                return queryset.filter(live & not_expired, grace_until__isnull=False)
-            case ApiKey.Status.ACTIVE:
-                return queryset.filter(live & not_expired, grace_until__isnull=True)
+        status = self.value()
+        if status in ApiKey.Status.values:
+            return queryset & ApiKey.objects.with_status(status, timezone.now())
         return queryset
 
 

@@ -73,6 +73,25 @@ RATE_VALIDATOR = RegexValidator(
 )
 
 
+class ApiKeyQuerySet(models.QuerySet["ApiKey"]):
+    def with_status(self, status: str, now) -> ApiKeyQuerySet:
+        """The keys whose `status_at(now)` is `status`: the same rule, as a query (a test holds
+        the two to each other)."""
+        live = models.Q(revoked_at__isnull=True)
+        not_expired = (models.Q(expires_at__isnull=True) | models.Q(expires_at__gt=now)) & (
+            models.Q(grace_until__isnull=True) | models.Q(grace_until__gt=now))
+        match status:
+            case ApiKey.Status.REVOKED:
+                return self.filter(revoked_at__isnull=False)
+            case ApiKey.Status.EXPIRED:
+                return self.filter(live).exclude(not_expired)
+            case ApiKey.Status.ROTATING:
+                return self.filter(live & not_expired, grace_until__isnull=False)
+            case ApiKey.Status.ACTIVE:
+                return self.filter(live & not_expired, grace_until__isnull=True)
+        raise ValueError(f"not a key status: {status!r}")
+
+
 class ApiKey(models.Model):
     """A per-agent credential. Only the peppered HMAC digest of the secret is stored."""
 
@@ -114,6 +133,8 @@ class ApiKey(models.Model):
                                                      "RATE_LIMIT_MUTATION.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     created_by = models.CharField(max_length=200, editable=False)
+
+    objects = ApiKeyQuerySet.as_manager()
 
     class Meta:
         verbose_name = "API key"

@@ -150,3 +150,27 @@ def test_agent_and_project_admin_saves_are_audited(operator):
     })
     assert response.status_code == 302
     assert AuditEvent.objects.filter(action="project.create", target_repr="acme").count() == 1
+
+
+def test_the_status_filter_and_each_keys_status_agree(operator):
+    """One rule for a key's status: the admin's filter (a query) and `status_at` (the row) agree."""
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from apps.keys import services
+    from tests.factories import TEST_ACTOR
+
+    now = timezone.now()
+    active, expired, revoked = issue_key(), issue_key(), issue_key()
+    ApiKey.objects.filter(pk=expired.api_key.pk).update(expires_at=now - dt.timedelta(minutes=1))
+    services.api_key_revoke(actor=TEST_ACTOR, api_key=revoked.api_key, reason="test")
+    rotated = services.api_key_rotate(actor=TEST_ACTOR, api_key=active.api_key, grace=dt.timedelta(hours=1))
+    keys = list(ApiKey.objects.all())
+    assert {key.status for key in keys} == set(ApiKey.Status.values)  # every status is present
+    changelist = reverse("admin:keys_apikey_changelist")
+    for status in ApiKey.Status.values:
+        page = operator.get(changelist, {"status": status})
+        listed = {key.pk for key in page.context["cl"].result_list}
+        assert listed == {key.pk for key in keys if key.status == status}, status
+    assert rotated.api_key.status == ApiKey.Status.ACTIVE
