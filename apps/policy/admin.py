@@ -21,6 +21,7 @@ from apps.audit.services import Actor
 from apps.keys.admin import AgentAdmin, ProjectAdmin
 from apps.keys.models import Agent, Project
 from apps.policy import services
+from apps.policy.ledger import Reason
 from apps.policy.models import (
     ModelPrice,
     PendingCapChange,
@@ -354,8 +355,7 @@ class ModelPriceAdmin(admin.ModelAdmin):
 class ReasonFilter(admin.SimpleListFilter):
     title = "reason"
     parameter_name = "reason"
-    KINDS = ("kill_switch", "cap_exceeded", "model_not_allowed", "unpriced_model", "max_tokens_per_attempt",
-             "max_cost_per_attempt", "agent_disabled", "agent_quarantined")
+    KINDS = tuple(reason.value for reason in Reason)
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         return [(k, k) for k in self.KINDS]

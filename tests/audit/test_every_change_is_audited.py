@@ -80,6 +80,15 @@ def _admin_add_cap(w: World, rid: str):
     assert PolicyCap.objects.filter(agent=w.agent, metric="requests").exists()
 
 
+def _admin_add_price(w: World, rid: str):
+    now = timezone.localtime()
+    response = w.admin_post(reverse("admin:policy_modelprice_add"), {
+        "model": "audited-model", "input_usd_per_mtok": "1.5", "output_usd_per_mtok": "3",
+        "effective_from_0": now.date().isoformat(), "effective_from_1": now.time().strftime("%H:%M:%S")}, rid)
+    assert response.status_code == 302, response.content[:2000]
+    assert ModelPrice.objects.filter(model="audited-model").exists()
+
+
 def _api_kill_switch(w: World, rid: str):
     response = w.api("put", "/api/v1/policy", {"subject": "agent", "kill_switch": True, "reason": "stop"}, rid)
     assert response.status_code == 200, response.json()
@@ -122,6 +131,7 @@ CHANGES: list[tuple[str, Callable[[World, str], None], str, str, bool]] = [
     ("admin: engage a kill switch", _admin_kill_switch, "policy.create", "user:", True),
     ("admin: switch a project to dry-run", _admin_dry_run, "policy.create", "user:", True),
     ("admin: add a cap", _admin_add_cap, "cap.create", "user:", True),
+    ("admin: add a price", _admin_add_price, "model_price.create", "user:", True),
     ("api: engage the agent's kill switch", _api_kill_switch, "policy.create", "key:", True),
     ("api: add a cap", _api_add_cap, "cap.create", "key:", True),
     ("api: lower a cap", _api_lower_cap, "cap.update", "key:", True),
