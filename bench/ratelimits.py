@@ -78,6 +78,7 @@ def server(*, limits: bool, workers: int):
         "DATABASE_URL": database_url(),
         "SECRET_KEY": secrets.token_urlsafe(60),
         "KEY_PEPPER": settings.KEY_PEPPER,
+        "REQUEST_SIGNING_KEY": secrets.token_urlsafe(40),  # production refuses to start without one
         "ALLOWED_HOSTS": "127.0.0.1",
         "SECURE_SSL_REDIRECT": "false",
         "RATE_LIMITS_ENABLED": "true" if limits else "false",
@@ -87,8 +88,9 @@ def server(*, limits: bool, workers: int):
     }
     log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "modeloman.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(workers), "--log-level", "warning"],
+        # The deployed worker model (deploy/gunicorn.conf.py: threaded workers), `workers` processes.
+        [sys.executable, "-m", "gunicorn", "modeloman.wsgi:application", "--config", "deploy/gunicorn.conf.py",
+         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"],
         cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
