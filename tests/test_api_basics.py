@@ -17,7 +17,7 @@ def test_readyz_checks_database_and_cache(client):
 
 def test_readyz_is_503_when_the_cache_is_unreachable(client, settings):
     settings.CACHES = {"default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "modeloman.cache.RedisCache",
         "LOCATION": "redis://127.0.0.1:1/0",
         "OPTIONS": {"socket_connect_timeout": 0.2, "socket_timeout": 0.2},
     }}  # Django's setting_changed signal rebuilds the cache handler

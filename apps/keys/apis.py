@@ -4,6 +4,7 @@ from rest_framework.response import Response
 
 from apps.gateway.access import Op
 from apps.gateway.rest.request import AgentRequest
+from apps.gateway.rest.serializers import rendered
 from apps.gateway.rest.views import GatewayApi
 
 
@@ -22,6 +23,6 @@ class WhoAmIApi(GatewayApi):
     @extend_schema(responses=OutputSerializer)
     def get(self, request: AgentRequest) -> Response:
         principal = request.auth
-        data = self.OutputSerializer(principal).data
+        data = rendered(self.OutputSerializer, principal)
         data["scopes"] = sorted(principal.scopes)
         return Response(data)

@@ -18,6 +18,8 @@ from apps.gateway.rest.serializers import (
     StrictDecimalField,
     StrictIntegerField,
     StrictSerializer,
+    rendered,
+    validated,
 )
 from apps.gateway.rest.views import GatewayApi
 from apps.policy import ledger, selectors, services
@@ -73,16 +75,14 @@ class AdmissionsApi(GatewayApi):
 
     @extend_schema(request=InputSerializer, responses=OutputSerializer)
     def post(self, request: AgentRequest) -> Response:
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        fields = data.validated_data
+        fields = validated(self.InputSerializer, request.data)
         admission = ledger.admit(
             principal=request.auth, model=fields["model"],
             estimated_input_tokens=fields["estimated_input_tokens"],
             estimated_output_tokens=fields["estimated_output_tokens"],
             estimated_cost_usd=fields.get("estimated_cost_usd"),
         )
-        return Response(self.OutputSerializer(admission).data)
+        return Response(rendered(self.OutputSerializer, admission))
 
 
 class LevelSerializer(serializers.ModelSerializer):
@@ -144,14 +144,12 @@ class PolicyApi(GatewayApi):
 
     @extend_schema(responses=PolicyViewSerializer)
     def get(self, request: AgentRequest) -> Response:
-        return Response(PolicyViewSerializer(selectors.agent_policy_view(principal=request.auth)).data)
+        return Response(rendered(PolicyViewSerializer, selectors.agent_policy_view(principal=request.auth)))
 
     @extend_schema(request=InputSerializer, responses=LevelSerializer)
     def put(self, request: AgentRequest) -> Response:
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        policy = services.policy_set_for_agent(principal=request.auth, **data.validated_data)
-        return Response(LevelSerializer(policy).data)
+        policy = services.policy_set_for_agent(principal=request.auth, **validated(self.InputSerializer, request.data))
+        return Response(rendered(LevelSerializer, policy))
 
 
 class CapInputSerializer(StrictSerializer):
@@ -192,21 +190,18 @@ class CapsApi(GatewayApi):
 
     @extend_schema(parameters=[PageSerializer], responses=CapPageSerializer)
     def get(self, request: AgentRequest) -> Response:
-        query = self.PageSerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        caps, next_after = selectors.agent_caps_with_usage(principal=request.auth, **query.validated_data)
+        query = validated(self.PageSerializer, request.query_params)
+        caps, next_after = selectors.agent_caps_with_usage(principal=request.auth, **query)
         next_url = None
         if next_after is not None:
-            params = urlencode({"limit": query.validated_data["limit"], "after": next_after})
+            params = urlencode({"limit": query["limit"], "after": next_after})
             next_url = request.build_absolute_uri(f"{request.path}?{params}")
-        return Response({"results": CapWithUsageSerializer(caps, many=True).data, "next": next_url})
+        return Response({"results": rendered(CapWithUsageSerializer, caps, many=True), "next": next_url})
 
     @extend_schema(request=CreateSerializer, responses={201: CapSerializer})
     def post(self, request: AgentRequest) -> Response:
-        data = self.CreateSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        cap = services.cap_upsert_for_agent(principal=request.auth, **data.validated_data)
-        return Response(CapSerializer(cap).data, status=status.HTTP_201_CREATED)
+        cap = services.cap_upsert_for_agent(principal=request.auth, **validated(self.CreateSerializer, request.data))
+        return Response(rendered(CapSerializer, cap), status=status.HTTP_201_CREATED)
 
 
 class CapDetailApi(GatewayApi):
@@ -217,10 +212,9 @@ class CapDetailApi(GatewayApi):
 
     @extend_schema(request=CapInputSerializer, responses=CapSerializer)
     def put(self, request: AgentRequest, cap_id: int) -> Response:
-        data = CapInputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        cap = services.cap_upsert_for_agent(principal=request.auth, cap_id=cap_id, **data.validated_data)
-        return Response(CapSerializer(cap).data)
+        cap = services.cap_upsert_for_agent(principal=request.auth, cap_id=cap_id,
+                                            **validated(CapInputSerializer, request.data))
+        return Response(rendered(CapSerializer, cap))
 
     @extend_schema(request=None, responses={204: None})
     def delete(self, request: AgentRequest, cap_id: int) -> Response:

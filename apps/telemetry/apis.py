@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from apps.gateway.access import Op
 from apps.gateway.rest.parsers import RawJSONParser, json_body
 from apps.gateway.rest.request import AgentRequest
-from apps.gateway.rest.serializers import JSONObjectField, StrictCharField, StrictSerializer
+from apps.gateway.rest.serializers import JSONObjectField, StrictCharField, StrictSerializer, rendered, validated
 from apps.gateway.rest.views import GatewayApi
 from apps.telemetry import services
 from apps.telemetry.validation import (
@@ -64,10 +64,8 @@ class RunsApi(GatewayApi):
 
     @extend_schema(request=InputSerializer, responses={201: RunSerializer})
     def post(self, request: AgentRequest) -> Response:
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        run = services.run_start(principal=request.auth, **data.validated_data)
-        return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
+        run = services.run_start(principal=request.auth, **validated(self.InputSerializer, request.data))
+        return Response(rendered(RunSerializer, run), status=status.HTTP_201_CREATED)
 
 
 class RunDetailApi(GatewayApi):
@@ -77,7 +75,7 @@ class RunDetailApi(GatewayApi):
 
     @extend_schema(responses=RunSerializer)
     def get(self, request: AgentRequest, run_id: uuid.UUID) -> Response:
-        return Response(RunSerializer(services.run_get(principal=request.auth, run_id=run_id)).data)
+        return Response(rendered(RunSerializer, services.run_get(principal=request.auth, run_id=run_id)))
 
 
 class RunFinishApi(GatewayApi):
@@ -89,11 +87,10 @@ class RunFinishApi(GatewayApi):
 
     @extend_schema(request=InputSerializer, responses=RunSerializer)
     def post(self, request: AgentRequest, run_id: uuid.UUID) -> Response:
-        data = self.InputSerializer(data=request.data)
-        data.is_valid(raise_exception=True)
-        run = services.run_finish(principal=request.auth, run_id=run_id, status=data.validated_data["status"],
-                                  metadata=data.validated_data.get("metadata"))
-        return Response(RunSerializer(run).data)
+        fields = validated(self.InputSerializer, request.data)
+        run = services.run_finish(principal=request.auth, run_id=run_id, status=fields["status"],
+                                  metadata=fields.get("metadata"))
+        return Response(rendered(RunSerializer, run))
 
 
 class AcceptedSerializer(serializers.Serializer):

@@ -278,7 +278,7 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": "modeloman.cache.RedisCache",
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": "mm",
             "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},

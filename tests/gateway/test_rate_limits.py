@@ -189,7 +189,7 @@ def own_redis():
 
 def test_with_the_cache_down_writes_fail_closed_and_reads_stay_up(client, own_redis, monkeypatch, caplog):
     port, process = own_redis
-    cache = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
+    cache = {"default": {"BACKEND": "modeloman.cache.RedisCache",
                          "LOCATION": f"redis://127.0.0.1:{port}/0",
                          "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5}}}
     monkeypatch.setattr(ratelimits, "_last_logged", {})  # this test sees the first message of the interval
@@ -247,3 +247,23 @@ def test_every_operation_has_a_rate_class_in_the_access_table():
 
     for operation in OPERATIONS.values():
         assert operation.rate is (RateClass.MUTATION if operation.is_write else RateClass.GET), operation.name
+
+
+def test_the_shared_cache_counts_in_one_round_trip_what_django_ratelimit_counts_in_two():
+    """modeloman.cache.RedisCache.count: a new counter starts at 0 with the window's expiry; each call
+    adds one; reading does not. Its key is django-ratelimit's, so get_usage reads the same count."""
+    from django.core.cache import cache
+    from django_ratelimit.core import get_usage
+
+    bucket = f"key:{uuid.uuid4().hex}"
+    first = ratelimits._usage("gateway:test", "5/m", bucket, increment=True)
+    assert first is not None and (first.count, first.limit) == (1, 5)
+    assert ratelimits._usage("gateway:test", "5/m", bucket, increment=True).count == 2  # type: ignore[union-attr]
+    assert ratelimits._usage("gateway:test", "5/m", bucket, increment=False).count == 2  # type: ignore[union-attr]
+    library = get_usage(None, group="gateway:test", key=lambda _g, _r: bucket, rate="5/m", increment=True)
+    assert library is not None and library["count"] == 3  # the library's own counting continues ours
+    assert ratelimits._usage("gateway:test", "5/m", bucket, increment=False).count == 3  # type: ignore[union-attr]
+
+    client = redis.Redis.from_url(cache._cache._servers[0])  # type: ignore[attr-defined]  # Django's own client
+    ttls = [int(client.ttl(k)) for k in client.keys("*rl:*")]  # type: ignore[arg-type,union-attr]  # sync client
+    assert ttls and all(0 < ttl <= 60 + 5 for ttl in ttls)  # the window plus django-ratelimit's fudge

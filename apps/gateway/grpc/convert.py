@@ -11,9 +11,9 @@ from typing import Any, overload
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
-from rest_framework import serializers
 
 from apps.gateway.errors import NotFound
+from apps.gateway.rest.serializers import validated as validated  # the same input serializers as REST, built once
 
 MONEY = Decimal("0.000001")
 
@@ -78,13 +78,6 @@ def message_from_row(message_class: type[Message], row: Mapping[str, Any]) -> Me
         else:
             setattr(message, name, value)
     return message
-
-
-def validated(serializer_class: type[serializers.Serializer], data: dict) -> dict:
-    """The same input serializer as the REST view: same limits, same `validation_error` code."""
-    serializer = serializer_class(data=data)
-    serializer.is_valid(raise_exception=True)
-    return serializer.validated_data
 
 
 def run_id(text: str) -> uuid.UUID:
