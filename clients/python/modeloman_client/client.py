@@ -25,6 +25,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from apps.gateway.signature import sign_request
 
+from .messages import message_from_dict
 from .types import Admission, Cap, Identity, ModeloManError, Policy, PolicyLevel, Recorded, Run, build
 
 # The ControlPlane methods that write (each needs an idempotency key) and those that are signed.
@@ -169,6 +170,9 @@ def _present(**fields: Any) -> dict[str, Any]:
 
 
 def _jsonable(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:  # most values: as they are
+        return value
     if isinstance(value, Mapping):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -303,14 +307,12 @@ class GrpcTransport:
         self.channel.close()
 
     def _message(self, method: str, payload: dict[str, Any]) -> Any:
-        from google.protobuf import json_format
-
         request_class = getattr(self._pb, self.methods[method].input_type.name)
         if method == "SetPolicy":  # the changed fields are named in the mask; a named unset field is cleared
-            message = json_format.ParseDict({k: v for k, v in payload.items() if v is not None}, request_class())
+            message = message_from_dict(request_class, {k: v for k, v in payload.items() if v is not None})
             message.update_mask.paths.extend(k for k in payload if k not in ("subject", "reason"))
             return message
-        return json_format.ParseDict(payload, request_class())
+        return message_from_dict(request_class, payload)
 
     def send(self, method: str, payload: dict[str, Any], *, idempotency_key: str | None) -> dict[str, Any]:
         from google.protobuf import json_format
