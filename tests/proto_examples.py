@@ -25,7 +25,7 @@ def example(descriptor: Descriptor, variant: str, depth: int = 0) -> dict[str, A
         elif message_type is not None and message_type.GetOptions().map_entry:
             value = {"k": "v", "a": ""} if full else {}
         elif message_type is not None and message_type.full_name == "google.protobuf.Timestamp":
-            value = "2024-02-29T23:59:59.123456789Z" if full else "1970-01-01T00:00:00Z"
+            value = "2024-02-29T23:59:59.123456+01:00" if full else "1970-01-01T00:00:00Z"
         elif message_type is not None:
             value = example(message_type, variant, depth + 1) if depth < 3 else {}
         elif field.type == FieldDescriptor.TYPE_STRING:
