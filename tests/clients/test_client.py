@@ -8,13 +8,20 @@ twice; signed writes are signed by the client and refused without the signing se
 from __future__ import annotations
 
 import datetime as dt
+import json
 from decimal import Decimal
 
 import pytest
+from django.conf import settings
+from django.db import connection
 from modeloman_client import Admission, Client, Identity, ModeloManError, Run
+from modeloman_client import client as client_module
 
+from apps.gateway.grpc.server import MAX_RECEIVE_BYTES
+from apps.gateway.models import IdempotencyRecord
 from apps.policy.models import Policy
 from apps.telemetry.models import Run as RunRow
+from apps.telemetry.validation import MAX_BATCH
 from tests.factories import AgentFactory, issue_key, make_cap, make_price
 from tests.processes import grpcserve, gunicorn_server
 
@@ -105,16 +112,21 @@ def test_the_same_story_gives_the_same_typed_results_over_rest_and_grpc(servers)
     assert seen[-3][0] == "INVALID_ARGUMENT"
 
 
-class DropFirstResponse:
-    """Wraps a transport: the first write reaches the server and is done, but its answer is lost."""
+class Recording:
+    """Wraps a transport: records each call that reached the server (its idempotency key and number
+    of items); the answers of the calls numbered in `lose` are lost (the call was done, the client
+    sees a reset connection)."""
 
-    def __init__(self, transport) -> None:
-        self.transport, self.keys = transport, list[str]()
+    def __init__(self, transport, *, lose=()) -> None:
+        self.transport, self.lose = transport, set(lose)
+        self.keys: list[str] = []
+        self.items: list[int] = []
 
     def send(self, method, payload, *, idempotency_key):
         answer = self.transport.send(method, payload, idempotency_key=idempotency_key)
         self.keys.append(idempotency_key)
-        if len(self.keys) == 1:
+        self.items.append(len(payload.get("attempts") or payload.get("events") or ()))
+        if len(self.keys) in self.lose:
             raise ConnectionError("connection reset by peer (simulated)")
         return answer
 
@@ -129,7 +141,7 @@ def test_a_retry_after_a_lost_response_replays_and_does_not_charge_twice(servers
     make_cap(subject=agent, metric="cost_usd", window="day", limit="10")
     with connect(servers, transport, issue_key(agent, scopes=SCOPES)) as client:
         run = client.start_run(task="retry")
-        client.transport = dropping = DropFirstResponse(client.transport)
+        client.transport = dropping = Recording(client.transport, lose={1})
         recorded = client.record_attempts([{"model": MODEL, "success": True, "input_tokens": 1000,
                                             "output_tokens": 500, "latency_ms": 5, "run_id": run.id}])
         assert recorded.accepted == 1
@@ -178,3 +190,132 @@ def test_only_transient_failures_are_retried_with_backoff_and_a_bound(servers):
     with connect(servers, "grpc", issued, sleep=waits.append) as client, pytest.raises(ModeloManError) as denied:
         client.get_policy()
     assert (denied.value.status, denied.value.code, waits) == ("PERMISSION_DENIED", "missing_scope", [])
+
+
+# --- batches bigger than one call --------------------------------------------------------------------
+
+
+def test_the_clients_batch_limits_are_the_servers():
+    assert client_module.MAX_BATCH_ITEMS == MAX_BATCH
+    assert client_module.GRPC_MAX_REQUEST_BYTES == MAX_RECEIVE_BYTES
+    assert client_module.REST_MAX_REQUEST_BYTES == settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+
+
+def attempts(count: int, **fields) -> list[dict]:
+    return [{"model": MODEL, "success": True, "input_tokens": 10, "output_tokens": 5, "latency_ms": i % 100,
+             **fields} for i in range(count)]
+
+
+def stored(table: str, **where) -> int:
+    column, value = next(iter(where.items()))
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {table} WHERE {column} = %s", [value])  # noqa: S608  # test names
+        return cursor.fetchone()[0]
+
+
+def part_keys(agent) -> list[str]:
+    return sorted(IdempotencyRecord.objects.filter(principal=f"agent:{agent.pk}", key__contains=".")
+                  .values_list("key", flat=True))
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_a_batch_over_the_request_size_limit_is_sent_in_parts_each_with_its_own_key(servers, transport):
+    """1,000 events with 4,000-character messages: ~8 MB of protobuf (over gRPC's 1 MiB) and ~24 MB
+    of JSON (non-ASCII text is escaped; over REST's 8 MiB). Each part fits; together they are the
+    batch; the same call again with its key replays every part."""
+    agent = AgentFactory.create()
+    events = [{"kind": "log", "message": "é" * 4000, "attributes": {"n": str(i)}} for i in range(1000)]
+    with connect(servers, transport, issue_key(agent, scopes=SCOPES)) as client:
+        run = client.start_run(task="big")
+        client.transport = recording = Recording(client.transport)
+        recorded = client.record_run_events(run_id=run.id, events=events, idempotency_key="big-batch")
+        assert recorded.accepted == 1000 == stored("run_events", run_id=run.id)
+        parts = len(recording.keys)
+        assert recording.keys == [f"big-batch.{n}" for n in range(1, parts + 1)]
+        assert sum(recording.items) == 1000
+        assert parts == (8 if transport == "grpc" else 3)  # ~8.0 MB in parts of 1 MiB; ~24 MB in 8 MiB
+        assert client.record_run_events(run_id=run.id, events=events, idempotency_key="big-batch") == recorded
+        assert stored("run_events", run_id=run.id) == 1000
+        assert client.get_run(run_id=run.id).status == "running"
+
+
+def test_attempts_with_large_attributes_are_split_under_grpcs_receive_limit(servers):
+    """The case the docs warn about: 300 attempts with attributes near their 4 KB limit are ~1.2 MB
+    as one message, which grpcserve refuses (RESOURCE_EXHAUSTED); the client sends two."""
+    make_price(MODEL)
+    agent = AgentFactory.create()
+    batch = attempts(300, attributes={f"k{i:02}": "x" * 110 for i in range(30)})
+    with connect(servers, "grpc", issue_key(agent, scopes=SCOPES)) as client:
+        run = client.start_run(task="attributes")
+        client.transport = recording = Recording(client.transport)
+        assert client.record_attempts([{**a, "run_id": run.id} for a in batch]).accepted == 300
+        assert len(recording.keys) == 2 and recording.items[0] > recording.items[1] > 0
+        assert stored("prompt_attempts", run_id=run.id) == 300
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_more_than_1000_items_go_in_parts_and_a_lost_answer_retries_its_own_part(servers, transport):
+    make_price(MODEL)
+    agent = AgentFactory.create()
+    with connect(servers, transport, issue_key(agent, scopes=SCOPES)) as client:
+        run = client.start_run(task="many")
+        client.transport = recording = Recording(client.transport, lose={2})  # part 2 is stored, its answer lost
+        recorded = client.record_attempts([{**a, "run_id": run.id} for a in attempts(2500)])
+        assert recorded.accepted == 2500 == stored("prompt_attempts", run_id=run.id)
+        key = recording.keys[0].rpartition(".")[0]
+        assert recording.keys == [f"{key}.1", f"{key}.2", f"{key}.2", f"{key}.3"]  # the retry reused its key
+        assert recording.items == [1000, 1000, 1000, 500]
+        assert client.get_run(run_id=run.id).attempts == 2500
+    assert part_keys(agent) == [f"{key}.1", f"{key}.2", f"{key}.3"]
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_a_refused_part_leaves_the_parts_before_it_and_says_how_many(servers, transport):
+    make_price(MODEL)
+    agent = AgentFactory.create()
+    batch = attempts(1500)
+    batch[1200]["input_tokens"] = -1
+    with connect(servers, transport, issue_key(agent, scopes=SCOPES)) as client:
+        run = client.start_run(task="partial")
+        with pytest.raises(ModeloManError) as refused:
+            client.record_attempts([{**a, "run_id": run.id} for a in batch])
+        assert (refused.value.status, refused.value.code, refused.value.accepted) == ("INVALID_ARGUMENT",
+                                                                                      "invalid_item", 1000)
+        assert "item 200, field `input_tokens`" in refused.value.message  # counted from `accepted`
+        assert stored("prompt_attempts", run_id=run.id) == 1000
+        with pytest.raises(ModeloManError) as whole:
+            client.record_attempts([{**batch[1200], "run_id": run.id}])
+        assert whole.value.accepted == 0  # a batch sent as one call: all or nothing
+
+
+def test_parts_are_as_large_as_the_limits_allow():
+    assert client_module._parts([10] * 2500, 10**9) == [(0, 1000), (1000, 2000), (2000, 2500)]
+    assert client_module._parts([4, 4, 4, 4, 4], 8) == [(0, 2), (2, 4), (4, 5)]
+    assert client_module._parts([4, 9, 4, 4], 8) == [(0, 1), (1, 2), (2, 4)]  # too big alone: the server says so
+    assert client_module._part_key("k", 3) == "k.3"
+    long_key = "x" * 128
+    assert len(client_module._part_key(long_key, 12)) <= 128 and client_module._part_key(long_key, 12).endswith(".12")
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_the_sizes_the_client_splits_by_are_exact(transport):
+    """A part's request is exactly the bytes the client counted for it: at the limit, not over."""
+    events = [{"kind": "log", "message": "é" * (3000 + i % 1000), "attributes": {"i": str(i)}} for i in range(600)]
+    payload = {"run_id": "8f0c1f9e-5a7b-4c3d-9e2f-0a1b2c3d4e5f", "events": events}
+    grpc_sender = client_module.GrpcTransport("127.0.0.1:9", "t", None, tls=False, timeout=1)
+    rest_sender = client_module.RestTransport("http://127.0.0.1:9", "t", None, timeout=1)
+    sender = grpc_sender if transport == "grpc" else rest_sender
+    limit = client_module.GRPC_MAX_REQUEST_BYTES if transport == "grpc" else client_module.REST_MAX_REQUEST_BYTES
+
+    def size(part: dict) -> int:
+        if transport == "grpc":
+            return grpc_sender._message("RecordRunEvent", part).ByteSize()
+        return len(json.dumps({"events": part["events"]}, separators=(",", ":")).encode())
+
+    with pytest.raises(client_module._TooLarge) as too_large:
+        sender.send("RecordRunEvent", payload, idempotency_key="k")
+    sizes, room = too_large.value.sizes, too_large.value.room
+    for start, stop in client_module._parts(sizes, room):
+        part = {**payload, "events": events[start:stop]}
+        assert size(part) == limit - room + sum(sizes[start:stop]) <= limit
+    grpc_sender.close()

@@ -201,6 +201,20 @@ def test_the_same_bad_item_gets_the_same_code_and_field_over_rest(door, token):
     assert over_rest.data["detail"] in over_grpc.data
 
 
+@pytest.mark.parametrize(("seconds", "nanos"), [(253402300800, 0), (0, 1_000_000_000)])
+def test_a_timestamp_no_time_can_hold_is_an_invalid_item_not_internal(door, token, seconds, nanos):
+    """A message can carry a Timestamp no datetime holds (JSON cannot: it is no RFC 3339 text); it is
+    refused as REST refuses a malformed time, naming the item and field."""
+    before = counts()
+    bad = pb.PromptAttempt(model="gpt-test", input_tokens=1, output_tokens=1, latency_ms=1)
+    bad.time.seconds, bad.time.nanos = seconds, nanos
+    request = pb.RecordPromptAttemptsRequest(attempts=[pb.PromptAttempt(model="gpt-test"), bad])
+    answer = door.call(Op.RECORD_PROMPT_ATTEMPTS, token, request=request)
+    assert (answer.status, answer.code) == ("INVALID_ARGUMENT", "invalid_item")
+    assert "item 1, field `time`" in answer.data
+    assert counts() == before
+
+
 # --- propagation -------------------------------------------------------------------------------------
 
 

@@ -4,11 +4,13 @@ apps' rpc.py. Values go in as REST's JSON would carry them, so they meet the sam
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, overload
 
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -39,25 +41,70 @@ def money(amount: Decimal | None) -> str | None:
 
 
 def plain(message: Message) -> dict[str, Any]:
-    """A message as the dict REST's JSON body would decode to: fields with presence only when set,
-    timestamps as aware datetimes, maps as dicts (omitted when empty), lists, scalars as they are."""
+    """A message as the dict REST's JSON body would decode to, its fields in .proto order: fields
+    with presence only when set, timestamps as aware datetimes, maps as dicts (omitted when empty),
+    lists, scalars as they are. A timestamp no datetime can hold (seconds or nanos out of the
+    Timestamp range) becomes text that is no RFC 3339 time, so the validators refuse it as they
+    refuse such text over REST, naming the field."""
     out: dict[str, Any] = {}
-    for field in message.DESCRIPTOR.fields:
-        value = getattr(message, field.name)
-        if field.has_presence and not message.HasField(field.name):
-            continue
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+    for name, kind in _fields(message.DESCRIPTOR):
+        if kind is _VALUE:
+            out[name] = getattr(message, name)
+        elif kind is _MAP:
+            value = getattr(message, name)
             if value:
-                out[field.name] = dict(value)
-        elif field.is_repeated:
-            out[field.name] = [plain(v) if isinstance(v, Message) else v for v in value]
-        elif isinstance(value, Timestamp):
-            out[field.name] = value.ToDatetime(tzinfo=dt.UTC)
-        elif isinstance(value, Message):
-            out[field.name] = plain(value)
-        else:
-            out[field.name] = value
+                out[name] = {key: value[key] for key in value}  # twice as fast as dict(value.items())
+        elif kind is _LIST:
+            out[name] = list(getattr(message, name))
+        elif kind is _MESSAGE_LIST:
+            out[name] = [plain(item) for item in getattr(message, name)]
+        elif message.HasField(name):
+            value = getattr(message, name)
+            out[name] = (value if kind is _OPTIONAL else _datetime(value) if kind is _TIMESTAMP
+                         else plain(value))
     return out
+
+
+# The kinds of field `plain` tells apart (module constants: an Enum member lookup per field per
+# message would cost more than the rest of the loop).
+_VALUE = "a scalar without presence: always there"
+_OPTIONAL = "a scalar with presence"
+_TIMESTAMP = "a google.protobuf.Timestamp"
+_MESSAGE = "another message"
+_MAP = "a map"
+_LIST = "a repeated scalar"
+_MESSAGE_LIST = "a repeated message"
+
+
+@functools.cache
+def _fields(descriptor: Descriptor) -> tuple[tuple[str, str], ...]:
+    """Each field's name and kind, worked out once per message type (not once per field per call)."""
+    fields = []
+    for field in descriptor.fields:
+        message_type = field.message_type
+        if message_type is not None and message_type.GetOptions().map_entry:
+            kind = _MAP
+        elif field.is_repeated:
+            kind = _MESSAGE_LIST if message_type is not None else _LIST
+        elif message_type is not None:
+            kind = _TIMESTAMP if message_type.full_name == Timestamp.DESCRIPTOR.full_name else _MESSAGE
+        else:
+            kind = _OPTIONAL if field.has_presence else _VALUE
+        fields.append((field.name, kind))
+    return tuple(fields)
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_SECONDS_MIN, _SECONDS_MAX = -62135596800, 253402300799  # 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z
+
+
+def _datetime(value: Timestamp) -> dt.datetime | str:
+    """`value.ToDatetime(tzinfo=dt.UTC)` (the same arithmetic, nanos cut to micros), at a third of
+    its cost; out of range, text that is no time (ToDatetime would raise ValueError: INTERNAL)."""
+    seconds, nanos = value.seconds, value.nanos
+    if not (_SECONDS_MIN <= seconds <= _SECONDS_MAX and 0 <= nanos < 1_000_000_000):
+        return f"{seconds}s {nanos}ns is out of the Timestamp range"
+    return _EPOCH + dt.timedelta(0, seconds, nanos // 1000)
 
 
 def message_from_row(message_class: type[Message], row: Mapping[str, Any]) -> Message:

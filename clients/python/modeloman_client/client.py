@@ -8,10 +8,16 @@ UNAVAILABLE, connection errors), the same key still in flight (409 / ABORTED
 `idempotency_in_flight`) and rate limits (429 / RESOURCE_EXHAUSTED with a retry-after, honoured).
 Any other refusal is raised at once. Signed writes (SetPolicy, UpsertPolicyCap, DeletePolicyCap) are
 signed with the server's own algorithm (`apps.gateway.signature`), with a fresh nonce per attempt.
+
+A batch of attempts or run events that one call cannot carry (more than 1,000 items, or more bytes
+than the server receives in one request: 1 MiB over gRPC, 8 MiB over REST) is sent as several calls,
+in order, each with its own idempotency key (`<key>.<n>`, reused on that part's retries); the result
+counts the items of all of them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import random
@@ -25,6 +31,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from apps.gateway.signature import sign_request
 
+from .messages import message_from_dict
 from .types import Admission, Cap, Identity, ModeloManError, Policy, PolicyLevel, Recorded, Run, build
 
 # The ControlPlane methods that write (each needs an idempotency key) and those that are signed.
@@ -32,6 +39,15 @@ WRITES = frozenset({"Admit", "StartRun", "FinishRun", "RecordRunEvent", "RecordP
                     "RecordBenchmark", "SetPolicy", "UpsertPolicyCap", "DeletePolicyCap"})
 SIGNED = frozenset({"SetPolicy", "UpsertPolicyCap", "DeletePolicyCap"})
 GRPC_SERVICE = "/modeloman.v1.ControlPlane/"
+
+# The batch writes, with the payload field holding their items, and what one call may carry: the
+# server's item limit (apps.telemetry.validation.MAX_BATCH) and request size limits (grpcserve's
+# receive limit, apps.gateway.grpc.server.MAX_RECEIVE_BYTES; REST's DATA_UPLOAD_MAX_MEMORY_SIZE).
+BATCHES = {"RecordPromptAttempts": "attempts", "RecordRunEvent": "events"}
+MAX_BATCH_ITEMS = 1000
+GRPC_MAX_REQUEST_BYTES = 1024 * 1024
+REST_MAX_REQUEST_BYTES = 8 * 1024 * 1024
+MAX_KEY_LENGTH = 128  # the server's idempotency keys: 1-128 of A-Z a-z 0-9 _ . : -
 
 # The server's HTTP → gRPC table (apps.gateway.errors), so `ModeloManError.status` means one thing.
 _GRPC_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
@@ -103,13 +119,13 @@ class Client:
         return build(Run, self._call("GetRun", {"run_id": run_id}))
 
     def record_attempts(self, attempts: Iterable[Mapping[str, Any]], *, idempotency_key: str | None = None) -> Recorded:
-        """1 to 1,000 prompt attempts, all or nothing."""
-        return build(Recorded, self._call("RecordPromptAttempts", {"attempts": list(attempts)}, idempotency_key))
+        """Prompt attempts: a batch that fits one call (see `_record`) is all or nothing."""
+        return self._record("RecordPromptAttempts", {"attempts": list(attempts)}, idempotency_key)
 
     def record_run_events(self, *, run_id: str, events: Iterable[Mapping[str, Any]],
                           idempotency_key: str | None = None) -> Recorded:
-        payload = {"run_id": run_id, "events": list(events)}
-        return build(Recorded, self._call("RecordRunEvent", payload, idempotency_key))
+        """Events of one run: a batch that fits one call (see `_record`) is all or nothing."""
+        return self._record("RecordRunEvent", {"run_id": run_id, "events": list(events)}, idempotency_key)
 
     def record_benchmark(self, benchmark: Mapping[str, Any], *, idempotency_key: str | None = None) -> Recorded:
         return build(Recorded, self._call("RecordBenchmark", {"benchmark": dict(benchmark)}, idempotency_key))
@@ -145,7 +161,32 @@ class Client:
     def delete_cap(self, *, cap_id: int, idempotency_key: str | None = None) -> None:
         self._call("DeletePolicyCap", {"cap_id": cap_id}, idempotency_key)
 
-    # --- retries ------------------------------------------------------------------------------------
+    # --- batches and retries --------------------------------------------------------------------------
+
+    def _record(self, method: str, payload: dict[str, Any], idempotency_key: str | None) -> Recorded:
+        """A batch write. Up to 1,000 items that fit the transport's request limit go in one call, all
+        or nothing. A bigger batch goes in consecutive parts, each one call (all or nothing) with the
+        key `<key>.<n>`, so the same logical call with the same `idempotency_key=` splits the same way
+        and replays the parts already stored. If a part is refused, the parts before it stay stored:
+        the error's `accepted` counts their items, and the item index in its message counts from there."""
+        try:
+            return build(Recorded, self._call(method, payload, idempotency_key))
+        except _TooLarge as too_large:  # raised before sending anything
+            parts = _parts(too_large.sizes, too_large.room)
+        except ModeloManError as error:
+            error.accepted = 0
+            raise
+        plural = BATCHES[method]
+        key = idempotency_key or uuid.uuid4().hex
+        accepted = 0
+        for number, (start, stop) in enumerate(parts, 1):
+            part = {**payload, plural: payload[plural][start:stop]}
+            try:
+                accepted += build(Recorded, self._call(method, part, _part_key(key, number))).accepted
+            except ModeloManError as error:
+                error.accepted = accepted
+                raise
+        return Recorded(accepted=accepted)
 
     def _call(self, method: str, payload: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
         payload = _jsonable(payload)
@@ -164,11 +205,48 @@ class Client:
         raise AssertionError("unreachable")
 
 
+class _TooLarge(Exception):  # noqa: N818  # not an error: the client splits the batch
+    """Raised by a transport instead of sending a batch of several items that one call cannot carry:
+    each item's encoded size in the request, and the bytes a request has for its items."""
+
+    def __init__(self, sizes: list[int], room: int) -> None:
+        super().__init__(f"{len(sizes)} items, {sum(sizes)} bytes for {room}")
+        self.sizes, self.room = sizes, room
+
+
+def _parts(sizes: list[int], room: int) -> list[tuple[int, int]]:
+    """Consecutive (start, stop) ranges of items, each at most MAX_BATCH_ITEMS items and `room` bytes
+    (an item bigger than that alone is a part of its own, for the server to refuse)."""
+    parts, start, used = [], 0, 0
+    for index, size in enumerate(sizes):
+        if index > start and (index - start == MAX_BATCH_ITEMS or used + size > room):
+            parts.append((start, index))
+            start, used = index, 0
+        used += size
+    parts.append((start, len(sizes)))
+    return parts
+
+
+def _part_key(key: str, number: int) -> str:
+    """The idempotency key of a batch's `number`th part: `<key>.<number>`, from a digest of a key too
+    long to take the suffix."""
+    if len(key) + 1 + len(str(number)) > MAX_KEY_LENGTH:
+        key = hashlib.sha256(key.encode()).hexdigest()
+    return f"{key}.{number}"
+
+
+def _batch_too_large(count: int, size: int, limit: int) -> bool:
+    return count > 1 and (count > MAX_BATCH_ITEMS or size > limit)
+
+
 def _present(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None}
 
 
 def _jsonable(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:  # most values: as they are
+        return value
     if isinstance(value, Mapping):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -247,6 +325,12 @@ class RestTransport:
         verb, path, body = _rest_route(method, payload)
         path = self.prefix + path
         data = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
+        plural = BATCHES.get(method)
+        if plural is not None and body is not None and _batch_too_large(len(body[plural]), len(data),
+                                                                         REST_MAX_REQUEST_BYTES):
+            # Each item as it appears in the body, with its comma; the rest of the body is fixed.
+            sizes = [len(json.dumps(item, separators=(",", ":")).encode()) + 1 for item in body[plural]]
+            raise _TooLarge(sizes, REST_MAX_REQUEST_BYTES - (len(data) - sum(sizes)))
         headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
@@ -303,20 +387,25 @@ class GrpcTransport:
         self.channel.close()
 
     def _message(self, method: str, payload: dict[str, Any]) -> Any:
-        from google.protobuf import json_format
-
         request_class = getattr(self._pb, self.methods[method].input_type.name)
         if method == "SetPolicy":  # the changed fields are named in the mask; a named unset field is cleared
-            message = json_format.ParseDict({k: v for k, v in payload.items() if v is not None}, request_class())
+            message = message_from_dict(request_class, {k: v for k, v in payload.items() if v is not None})
             message.update_mask.paths.extend(k for k in payload if k not in ("subject", "reason"))
             return message
-        return json_format.ParseDict(payload, request_class())
+        return message_from_dict(request_class, payload)
 
     def send(self, method: str, payload: dict[str, Any], *, idempotency_key: str | None) -> dict[str, Any]:
         from google.protobuf import json_format
 
         grpc = self._grpc
         message = self._message(method, payload)
+        plural = BATCHES.get(method)
+        if plural is not None and _batch_too_large(len(getattr(message, plural)), message.ByteSize(),
+                                                   GRPC_MAX_REQUEST_BYTES):
+            # Each item as it appears in the request: tag, length and the item; the rest is fixed.
+            tag = _varint_size(message.DESCRIPTOR.fields_by_name[plural].number << 3)
+            sizes = [tag + _varint_size(size) + size for size in (item.ByteSize() for item in getattr(message, plural))]
+            raise _TooLarge(sizes, GRPC_MAX_REQUEST_BYTES - (message.ByteSize() - sum(sizes)))
         metadata = [("authorization", f"Bearer {self.token}")]
         if idempotency_key:
             metadata.append(("idempotency-key", idempotency_key))
@@ -334,3 +423,8 @@ class GrpcTransport:
                                  retry_after=float(retry_after) if retry_after else None) from None
         return json_format.MessageToDict(response, preserving_proto_field_name=True,
                                          always_print_fields_with_no_presence=True)
+
+
+def _varint_size(value: int) -> int:
+    """Bytes of a non-negative protobuf varint."""
+    return max(1, (value.bit_length() + 6) // 7)

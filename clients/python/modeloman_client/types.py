@@ -19,7 +19,9 @@ class ModeloManError(Exception):
 
     `code` is the server's stable problem code (e.g. `missing_scope`, `cap_exceeded`; `None` when the
     server never answered); `status` is the gRPC status name, also for REST (the server's one
-    HTTP→gRPC table); `http_status` is REST's status (None over gRPC)."""
+    HTTP→gRPC table); `http_status` is REST's status (None over gRPC). From `record_attempts` and
+    `record_run_events`, `accepted` counts the items stored before the refused call (parts of a batch
+    split into several calls; 0 for a batch sent as one call); None from other calls."""
 
     def __init__(self, message: str, *, code: str | None, status: str, http_status: int | None = None,
                  request_id: str | None = None, retry_after: float | None = None) -> None:
@@ -30,6 +32,7 @@ class ModeloManError(Exception):
         self.http_status = http_status
         self.request_id = request_id
         self.retry_after = retry_after
+        self.accepted: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
