@@ -12,9 +12,10 @@ Prints, per endpoint, the median over interleaved rounds (the machine is shared 
 GET /readyz (one query and one cache round trip through the same stack: the ceiling for a request
 that touches the database), GET /api/v1/whoami, and POST /api/v1/admissions with one reserved cost
 cap and one request cap (limits far above what a run uses: nothing is denied, which the script
-checks), each at 8 connections; then 1,000-attempt bodies to POST /api/v1/attempts over 2
-connections next to the in-process batch path of bench/ingest.py with 2 writer processes (decode +
-cost + COPY, no HTTP), rows counted afterwards.
+checks), each at 8 connections; then 1,000-attempt bodies to POST /api/v1/attempts over one
+connection per request slot of the server (workers x threads, or --ingest-connections) next to the
+in-process batch path of bench/ingest.py with 2 writer processes (decode + cost + COPY, no HTTP),
+rows counted afterwards.
 """
 
 import os
@@ -71,7 +72,11 @@ from apps.telemetry.validation import AttemptIn, decode_items  # noqa: E402
 
 ADMISSION_MODEL = "bench-model"
 CONNECTIONS = 8
-INGEST_WRITERS = 2  # connections over HTTP, writer processes in-process: one per core / worker
+INGEST_WRITERS = 2  # writer processes in-process: one per core, as the server has one worker per core
+# Connections over HTTP (--ingest-connections): by default one per request slot of the server (workers x
+# threads), so that both workers always have a batch. With only 2 keep-alive connections, both are often
+# accepted by the same worker (the kernel hands each connection to whichever worker accepts first), and
+# then one process serves both batches under one GIL while the other idles: 2 is kept as an option.
 IN_PROCESS_BATCHES = 20  # per writer and pass
 
 
@@ -95,8 +100,9 @@ def seed() -> str:
 class Endpoints:
     """The requests the benchmark sends, with their bodies on disk for wrk."""
 
-    def __init__(self, base: str, token: str, workdir: Path) -> None:
+    def __init__(self, base: str, token: str, workdir: Path, *, ingest_connections: int = INGEST_WRITERS) -> None:
         self.base = base
+        self.ingest_connections = ingest_connections
         self.auth = {"Authorization": f"Bearer {token}"}
         self.admission_body = workdir / "admission.json"
         self.admission_body.write_text(json.dumps({"model": ADMISSION_MODEL, "estimated_input_tokens": 100,
@@ -117,7 +123,7 @@ class Endpoints:
                    headers={**self.auth, "Content-Type": "application/json"})
 
     def attempts(self, seconds: float) -> WrkResult:
-        return wrk(f"{self.base}/api/v1/attempts", seconds=seconds, connections=INGEST_WRITERS, method="POST",
+        return wrk(f"{self.base}/api/v1/attempts", seconds=seconds, connections=self.ingest_connections, method="POST",
                    body=self.batch_body, idempotent=True, timeout="30s",
                    headers={**self.auth, "Content-Type": "application/json"})
 
@@ -139,7 +145,7 @@ def ingest_over_http(endpoints: Endpoints, seconds: float) -> float:
     time.sleep(1.0)  # let requests in flight when wrk stopped finish before counting
     rows = count_and_clear()
     expected = result.requests * BATCH
-    if not expected <= rows <= expected + INGEST_WRITERS * BATCH:
+    if not expected <= rows <= expected + endpoints.ingest_connections * BATCH:
         raise SystemExit(f"attempts over HTTP: {rows} rows stored for {result.requests} accepted batches")
     return expected / result.seconds
 
@@ -178,7 +184,8 @@ def full_run(args, token: str, env: dict[str, str], workdir: Path) -> None:
     http_ingest: list[float] = []
     local_ingest: list[float] = []
     with gunicorn_server(app="modeloman.wsgi:application", model=model, env=env) as base:
-        endpoints = Endpoints(base, token, workdir)
+        ingest_connections = args.ingest_connections or model.workers * model.threads
+        endpoints = Endpoints(base, token, workdir, ingest_connections=ingest_connections)
         # Warm-up: every worker connects, fills its caches and pages in the code paths.
         endpoints.readyz(args.warmup)  # warm-ups: figures and errors ignored
         endpoints.whoami(args.warmup)
@@ -209,8 +216,8 @@ def full_run(args, token: str, env: dict[str, str], workdir: Path) -> None:
     p99 = statistics.median(r.p99_ms for r in results["admission"])
     print(f"admission / readyz: {ratio:.2f}x (target >= 0.6x); admission p99 at {CONNECTIONS} connections: "
           f"{p99:.1f} ms (target <= 20 ms); {reserved} reservations, {denied} denied")
-    print(f"Batch ingest, {BATCH}-attempt bodies, {INGEST_WRITERS} connections over HTTP / {INGEST_WRITERS} writer "
-          "processes in-process; rows counted after every pass")
+    print(f"Batch ingest, {BATCH}-attempt bodies, {ingest_connections} connections over HTTP to {model} / "
+          f"{INGEST_WRITERS} writer processes in-process; rows counted after every pass")
     for label, rates in (("POST /api/v1/attempts (HTTP)", http_ingest),
                          ("in-process batch path (ingest.py)", local_ingest)):
         passes = ", ".join(f"{rate:.0f}" for rate in rates)
@@ -256,6 +263,8 @@ def main() -> None:
     parser.add_argument("--model", help="gunicorn worker model, e.g. sync:2 or gthread:2x4 "
                                         "(default: deploy/gunicorn.conf.py)")
     parser.add_argument("--compare", help="comma-separated worker models to compare on readyz and admission")
+    parser.add_argument("--ingest-connections", type=int,
+                        help="connections sending 1,000-attempt batches (default: the server's workers x threads)")
     parser.add_argument("--database", default="modeloman_bench_http", help="throwaway database (dropped first)")
     args = parser.parse_args()
     require_wrk()
