@@ -361,3 +361,24 @@ def test_each_call_leaves_the_database_connection_as_the_request_cycle_does(djan
         thread.join(10)
         assert outcome["result"][0].key_id == issued.api_key.key_id
         wait_for(lambda: connections() == 1)
+
+
+def test_calls_reuse_their_worker_threads_cache_connections(django_db_setup):
+    """grpcio gives every call a fresh contextvars context; the cache (rate-limit counts) must still
+    be one connection per worker thread, not a new Redis connection per call."""
+    import redis
+    from django.conf import settings
+
+    issued = issue_key()
+    server_redis = redis.Redis.from_url(settings.CACHES["default"]["LOCATION"])
+
+    def connections_received() -> int:
+        return int(server_redis.info("stats")["total_connections_received"])  # type: ignore[index]  # sync client
+
+    with grpcserve(env={"GRPC_MAX_WORKERS": "2"}) as (_, address), channel(address) as ch:
+        whoami(ch, issued.token)
+        before = connections_received()
+        for _ in range(60):
+            whoami(ch, issued.token)
+        opened = connections_received() - before
+    assert opened <= 2, f"60 calls opened {opened} Redis connections"

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from asgiref.local import Local
 from django.conf import settings
+from django.core.cache import caches
 from django.core.exceptions import ImproperlyConfigured
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -86,11 +88,21 @@ class ServerConfig:
         )
 
 
+def _keep_cache_connections_per_thread() -> None:
+    """grpcio runs every call in a new `contextvars.Context`, and Django keeps its cache backends per
+    context (an asgiref Local that is not thread-critical, for the sake of async code): every call
+    built a new cache backend and opened a new Redis connection for its rate-limit count. This
+    process runs no async code, so its cache backends are kept per thread, as a gunicorn thread's are.
+    (Database connections are thread-critical in Django already.)"""
+    caches._connections = Local(thread_critical=True)  # type: ignore[attr-defined]  # Django 5.2: not in the stubs
+
+
 class GrpcServer:
     """A started server: its port, and the drain that ends it."""
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
+        _keep_cache_connections_per_thread()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="grpc-call"),
             interceptors=[GatewayInterceptor()],
