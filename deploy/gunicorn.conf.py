@@ -4,27 +4,31 @@ import glob
 import os
 from pathlib import Path
 
-# Threaded workers, one process per core, two threads each: chosen by measurement on the 2-core VM
-# (docs/benchmarks.md, "Worker model"; `bench/http_admission.py --compare ...`, production settings,
-# wrk at 8 connections). The machine was shared with other test runs (load 3-10), so these are
-# medians of 12 interleaved rounds of 5 s over three runs; read the ordering, not the rates:
+# Sync workers, one process per core: chosen by measurement on the 2-core VM (docs/benchmarks.md,
+# "Worker model"; `bench/http_admission.py --compare ...`, production settings, wrk at 8 connections).
+# After issue 10's hot-path work (one transaction per write, serializers built once, one cache round
+# trip), on a quiet machine, medians of 3 interleaved rounds of 5 s:
 #
-#   model (workers x threads)   GET /readyz   POST /api/v1/admissions   admission p99 (per run)
-#   sync 2                         394/s          79/s                  141, 194, 185 ms
-#   sync 3                         230/s          81/s                  368, 145, 140 ms
-#   gthread 2 x 2                  644/s          94/s                  195, 223, 224 ms
-#   gthread 2 x 4                  714/s         109/s                  427, 213, 241 ms
-#   gthread 3 x 2 (8 rounds)       583/s          78/s                  326, 182 ms
+#   model (workers x threads)   GET /readyz   POST /api/v1/admissions   admission p50 / p99
+#   sync 2                        1856/s          638/s                 11.9 / 21.3 ms
+#   sync 3                        1943/s          504/s                 15.6 / 23.7 ms
+#   sync 4                        1812/s          471/s                 16.6 / 28.9 ms
+#   gthread 2 x 1                 1619/s          648/s                 12.5 / 22.0 ms
+#   gthread 2 x 2                 1935/s          564/s                 15.8 / 29.7 ms
+#   gthread 4 x 1                 1981/s          548/s                 12.6 / 35.1 ms
 #
-# Threads win on throughput because a gthread worker keeps connections alive (sync closes every
-# one, so each request pays a new TCP connection, from Caddy too) and overlaps one request's waits
-# on PostgreSQL (about half an admission today) with another's Python; more processes than cores
-# only add context switches. Four threads gain little over two (within the noise) and have the
-# worse tail in every run: the threads of a process share one GIL. Re-measure after the admission
-# hot path stops waiting on two commits (issue 10): less waiting favours fewer threads still.
-worker_class = "gthread"
+# An admission is now mostly Python (~1.3 ms of CPU against ~0.7 ms waiting on PostgreSQL), so a
+# second thread in a process mostly waits for the first one's GIL: threads lose on throughput and
+# on the tail, and processes beyond the cores add context switches. Sync and gthread 2 x 1 are equal
+# on admissions; sync wins because a sync worker accepts a connection only when it is free, so load
+# spreads evenly over the workers, while a gthread worker accepts (and keeps alive) connections while
+# busy, so two busy connections can share one process while the other idles (seen in batch ingest).
+# Sync workers close each connection after its answer; behind Caddy on loopback that costs little, and
+# Caddy buffers request bodies (deploy/Caddyfile) so a slow client never holds a worker.
+# WEB_THREADS > 1 switches to threaded workers (gthread), e.g. for long exports on a bigger host.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "2"))
+threads = int(os.environ.get("WEB_THREADS", "1"))
+worker_class = "gthread" if threads > 1 else "sync"
 timeout = 30
 graceful_timeout = 20
 max_requests = 10000
