@@ -314,7 +314,7 @@ def test_a_nonce_replayed_to_the_other_gunicorn_worker_is_refused(tmp_path):
         assert status == 200
         first_worker = answered_by()[-1][0]
 
-        replays = []
+        replays: list[tuple[int, str | None]] = []
 
         def replay(_: int) -> tuple[int, str | None]:
             status, answer = http("PUT", url, token=issued.token, body=body, headers=headers)
