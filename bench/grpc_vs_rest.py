@@ -23,6 +23,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -122,7 +123,8 @@ def run_load(transport: str, target: str, token: str, args) -> dict:
 
 
 def grpc_server(env: dict[str, str]):
-    """`manage.py grpcserve` on a free loopback port; returns (process, address)."""
+    """`manage.py grpcserve` on a free loopback port (GRPC_PROCESSES and the rest of its settings from
+    the environment); returns (process, address, number of server processes)."""
     process = subprocess.Popen([sys.executable, "manage.py", "grpcserve"], cwd=BASE_DIR,
                                env={**env, "GRPC_ADDR": "127.0.0.1:0"}, stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
@@ -131,7 +133,8 @@ def grpc_server(env: dict[str, str]):
     if not line.startswith("grpcserve listening on "):
         process.kill()
         raise SystemExit(f"grpcserve did not start: {line!r}")
-    return process, line.split()[3]
+    processes = re.search(r"processes: (\d+)", line)
+    return process, line.split()[3], int(processes[1]) if processes else 1
 
 
 def main() -> None:
@@ -171,7 +174,7 @@ def main() -> None:
         args.model = http_admission.ADMISSION_MODEL
         env = {**os.environ, "DATABASE_URL": database_url(connection.settings_dict)}
         connections.close_all()
-        grpc_process, address = grpc_server(env)
+        grpc_process, address, grpc_processes = grpc_server(env)
         results: dict[tuple[str, str], list[dict]] = {(o, t): [] for o in operations for t in ("grpc", "rest")}
         ingest_calls = 0
         try:
@@ -204,7 +207,8 @@ def main() -> None:
         if stored != ingest_calls * BATCH:
             raise SystemExit(f"ingest: {stored} rows stored for {ingest_calls} answers of {BATCH} accepted")
 
-    print(f"Admission, gRPC (grpcserve, GRPC_MAX_WORKERS={os.environ.get('GRPC_MAX_WORKERS', '16')}) vs REST "
+    print(f"Admission, gRPC (grpcserve, {grpc_processes} process{'es' if grpc_processes > 1 else ''} x "
+          f"GRPC_MAX_WORKERS={os.environ.get('GRPC_MAX_WORKERS', '16')}) vs REST "
           f"(gunicorn {model}), production settings, loopback; load: a separate process, {args.concurrency} "
           f"concurrent clients; medians of {args.rounds} interleaved rounds of {args.seconds:g} s")
     rates = {}

@@ -99,21 +99,28 @@ def gunicorn_server(*, workers: int = 2, env: dict[str, str] | None = None,
             os.unlink(log.name)
 
 
-@contextmanager
-def grpcserve(*, env: dict[str, str] | None = None, stop: bool = True) -> Iterator[tuple[subprocess.Popen, str]]:
-    """Run `manage.py grpcserve` on a free loopback port against the test database; yield the process
-    and its address. `stop=False` leaves stopping (and waiting) to the test."""
-    child_env = {
+def grpcserve_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a test's `manage.py grpcserve`: the test database, a free loopback port, and
+    one server process unless `env` says otherwise (GRPC_PROCESSES; the deployed default, 2, starts a
+    supervisor and two interpreters per server: tests/gateway/test_grpc_processes.py runs that)."""
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "modeloman.settings.test",
         "DATABASE_URL": database_url(),
         "AUTH_CACHE_MAX_AGE_SECONDS": "600",  # only active invalidation can explain a fast refusal
         "GRPC_ADDR": "127.0.0.1:0",
+        "GRPC_PROCESSES": "1",
         **(env or {}),
     }
+
+
+@contextmanager
+def grpcserve(*, env: dict[str, str] | None = None, stop: bool = True) -> Iterator[tuple[subprocess.Popen, str]]:
+    """Run `manage.py grpcserve` on a free loopback port against the test database; yield the process
+    and its address. `stop=False` leaves stopping (and waiting) to the test."""
     log = tempfile.NamedTemporaryFile(prefix="grpcserve-", suffix=".log", delete=False)  # noqa: SIM115
     process = subprocess.Popen(
-        [sys.executable, "manage.py", "grpcserve"], cwd=BASE_DIR, env=child_env,
+        [sys.executable, "manage.py", "grpcserve"], cwd=BASE_DIR, env=grpcserve_env(env),
         stdout=subprocess.PIPE, stderr=log, text=True,
     )
     try:

@@ -6,7 +6,8 @@ in METRICS_DIR (env PROMETHEUS_MULTIPROC_DIR) and `/metrics` merges them, so a s
 sum over every gunicorn worker, the gRPC process and finished management commands. The files of
 a process are named after its group and pid (`counter_web-1234.db`); each group cleans its own
 files when it starts (`clean_group`): gunicorn's master for `web` (deploy/gunicorn.conf.py, which
-also drops dead workers' live gauges), `grpcserve` for `grpc`. A short-lived process (`cmd`: a
+also drops dead workers' live gauges), `grpcserve` for `grpc` (with GRPC_PROCESSES > 1 its supervisor,
+which also drops its dead server processes' live gauges; a server process never cleans). A short-lived process (`cmd`: a
 management command such as telemetry_maintenance) folds its counters into one archive file when
 it exits, so its counts survive it without leaving a file per run behind.
 
@@ -36,7 +37,7 @@ from django.conf import settings
 from django.core.cache import cache
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 logger = logging.getLogger(__name__)
 
@@ -251,6 +252,13 @@ def clean_group(directory: str, group: str) -> None:
         if not path.endswith(own):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
+
+
+def process_exited(group: str, pid: int) -> None:
+    """A server process of `group` ended: its live gauges (requests in progress) go with it; its
+    counters stay in the sums."""
+    if DIRECTORY:
+        mark_process_dead(f"{group}-{pid}", DIRECTORY)
 
 
 def _fold_into_archive() -> None:

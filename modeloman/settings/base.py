@@ -52,10 +52,13 @@ if ADMIN_URL == "/":
     raise ImproperlyConfigured("ADMIN_URL must be a path such as ops-7f3k9/, not empty.")
 HTTP_ADDR = env.str("HTTP_ADDR", default="127.0.0.1:8080")
 POLICY_TIMEZONE = env.str("POLICY_TIMEZONE", default="UTC")
-# gRPC (manage.py grpcserve; apps/gateway/grpc/server.py). Loopback unless told otherwise; calls
-# beyond GRPC_MAX_CONCURRENT_RPCS (running or queued for a worker thread) get RESOURCE_EXHAUSTED.
-# Each worker thread holds at most one database connection.
+# gRPC (manage.py grpcserve; apps/gateway/grpc/server.py). Loopback unless told otherwise.
+# GRPC_PROCESSES server processes share the port (SO_REUSEPORT), one per core as gunicorn's
+# WEB_CONCURRENCY: one Python process uses one core at most. Per process: GRPC_MAX_WORKERS threads,
+# each holding at most one database connection, and GRPC_MAX_CONCURRENT_RPCS calls running or queued
+# for a thread; beyond that a call gets RESOURCE_EXHAUSTED.
 GRPC_ADDR = env.str("GRPC_ADDR", default="127.0.0.1:50051")
+GRPC_PROCESSES = env.int("GRPC_PROCESSES", default=2)
 GRPC_MAX_WORKERS = env.int("GRPC_MAX_WORKERS", default=16)
 GRPC_MAX_CONCURRENT_RPCS = env.int("GRPC_MAX_CONCURRENT_RPCS", default=256)
 GRPC_GRACE_SECONDS = env.float("GRPC_GRACE_SECONDS", default=10.0)
@@ -242,7 +245,7 @@ if MIGRATION_DATABASE_URL and sys.argv[1:2] and sys.argv[1] in OWNER_COMMANDS:
 # thread serves one request at a time and needs one connection for all of it, so a per-process pool
 # would be as large as the thread count anyway; it cannot be shared across gunicorn's processes, would
 # add a dependency (psycopg-pool) and forbids CONN_MAX_AGE. The connection budget is
-# WEB_CONCURRENCY × WEB_THREADS + GRPC_MAX_WORKERS (+ the invalidation listener, one per process):
+# WEB_CONCURRENCY × WEB_THREADS + GRPC_PROCESSES × GRPC_MAX_WORKERS (+ the invalidation listener, one per process):
 # keep it under the role's connection limit (docs/runbooks.md, "Database timeouts and connections").
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

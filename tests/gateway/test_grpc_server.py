@@ -306,11 +306,13 @@ def test_an_exception_inside_authentication_is_a_status_never_unknown(django_db_
     assert error_code(error) == "database_timeout"
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])  # 2: the deployed default (a supervisor, two servers)
 def test_sigterm_drains_health_goes_not_serving_the_call_in_flight_completes_new_calls_fail_and_it_exits_0(
-        django_db_setup):
+        django_db_setup, processes):
     issued = issue_key()
     grace = 10.0
-    with grpcserve(env={"GRPC_GRACE_SECONDS": str(grace)}, stop=False) as (process, address):
+    env = {"GRPC_GRACE_SECONDS": str(grace), "GRPC_PROCESSES": processes}
+    with grpcserve(env=env, stop=False) as (process, address):
         with channel(address) as ch:
             watch = health_pb2_grpc.HealthStub(ch).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
             assert next(watch).status == health_pb2.HealthCheckResponse.SERVING

@@ -43,8 +43,6 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.max_connection_idle_ms", 15 * 60_000),
     ("grpc.max_connection_age_ms", 60 * 60_000),
     ("grpc.max_connection_age_grace_ms", 5 * 60_000),
-    # A second server on a busy port must fail, not silently share it.
-    ("grpc.so_reuseport", 0),
 )
 
 
@@ -98,15 +96,19 @@ def _keep_cache_connections_per_thread() -> None:
 
 
 class GrpcServer:
-    """A started server: its port, and the drain that ends it."""
+    """A started server: its port, and the drain that ends it.
 
-    def __init__(self, config: ServerConfig) -> None:
+    `share_port`: listen with SO_REUSEPORT, beside the other processes of one `grpcserve` (whose
+    supervisor made sure the port was free). Otherwise a second server on a busy port fails rather
+    than silently sharing it."""
+
+    def __init__(self, config: ServerConfig, *, share_port: bool = False) -> None:
         self.config = config
         _keep_cache_connections_per_thread()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="grpc-call"),
             interceptors=[GatewayInterceptor()],
-            options=SERVER_OPTIONS,
+            options=(*SERVER_OPTIONS, ("grpc.so_reuseport", int(share_port))),
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
         add_control_plane(self.server)

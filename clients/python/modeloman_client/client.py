@@ -372,11 +372,15 @@ class GrpcTransport:
         from apps.gateway.grpc.gen.modeloman.v1 import control_plane_pb2_grpc as pb_grpc
 
         self._grpc, self._pb = grpc, pb
+        # Each client its own connection, as over REST: by default grpcio shares one connection among
+        # all channels to the same address in a process, so every client of an agent would be served
+        # by one of grpcserve's processes (the kernel spreads connections over them, not calls).
+        options = [("grpc.use_local_subchannel_pool", 1)]
         if tls is False:
-            self.channel = grpc.insecure_channel(address)
+            self.channel = grpc.insecure_channel(address, options=options)
         else:
             credentials = grpc.ssl_channel_credentials() if tls is True else tls
-            self.channel = grpc.secure_channel(address, credentials)
+            self.channel = grpc.secure_channel(address, credentials, options=options)
         self.stub = pb_grpc.ControlPlaneStub(self.channel)
         self.methods = pb.DESCRIPTOR.services_by_name["ControlPlane"].methods_by_name
         self.token = token
