@@ -1,4 +1,5 @@
-"""Rate limits for every transport, counted by django-ratelimit's core in the shared cache (SPEC §9).
+"""Rate limits for every transport, in django-ratelimit's windows and keys, counted in the shared
+cache in one round trip per call (modeloman.cache) (SPEC §9).
 
 Both adapters call the same two functions, after the request context (client address) is set:
 
