@@ -11,20 +11,20 @@ is the median round.
 """
 
 import argparse
+import dataclasses
 import datetime as dt
+import json
 import os
-import re
 import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from decimal import Decimal
 from pathlib import Path
 
+from _http import WrkResult, database_url, deployed_model, gunicorn_server, require_wrk, wrk
 from _setup import throwaway_database
 from django.conf import settings
 from django.db import connection
@@ -38,44 +38,16 @@ from apps.policy import services as policy_services
 from apps.policy.models import ModelPrice, PolicyCap
 from modeloman.invalidation import listener
 
-BASE_DIR = Path(__file__).resolve().parent.parent
 MODEL = "bench-model"
-WRK_SCRIPT = """
-local counter = 0
-local token = os.getenv("BENCH_TOKEN")
-local body = '{"model": "MODEL", "estimated_input_tokens": 100, "estimated_output_tokens": 50}'
-request = function()
-  counter = counter + 1
-  local headers = {["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. token,
-                   ["Idempotency-Key"] = string.format("%d-%d-%d", os.time(), math.random(1e9), counter)}
-  return wrk.format("POST", "/api/v1/admissions", headers, body)
-end
-""".replace("MODEL", MODEL)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def database_url() -> str:
-    s = connection.settings_dict
-    host = s["HOST"] or "127.0.0.1"
-    if host.startswith("/"):
-        return f"postgres://{s['USER']}:{s['PASSWORD'] or ''}@/{s['NAME']}?host={host}&port={s['PORT']}"
-    return f"postgres://{s['USER']}:{s['PASSWORD'] or ''}@{host}:{s['PORT'] or 5432}/{s['NAME']}"
-
-
-@contextmanager
-def server(*, limits: bool, workers: int):
-    port = free_port()
-    env = {
+def server_env(*, limits: bool) -> dict[str, str]:
+    """Production settings against the throwaway database, rate limits on or off (when on, far above
+    the load: every call is counted, none refused)."""
+    return {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "modeloman.settings.production",
-        "DATABASE_URL": database_url(),
+        "DATABASE_URL": database_url(connection.settings_dict),
         "SECRET_KEY": secrets.token_urlsafe(60),
         "KEY_PEPPER": settings.KEY_PEPPER,
         "REQUEST_SIGNING_KEY": secrets.token_urlsafe(40),  # production refuses to start without one
@@ -86,56 +58,20 @@ def server(*, limits: bool, workers: int):
         "RATE_LIMIT_GET": "100000000/m",
         "LOG_LEVEL": "WARNING",
     }
-    log = tempfile.NamedTemporaryFile(prefix="bench-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
-    process = subprocess.Popen(
-        # The deployed worker model (deploy/gunicorn.conf.py: threaded workers), `workers` processes.
-        [sys.executable, "-m", "gunicorn", "modeloman.wsgi:application", "--config", "deploy/gunicorn.conf.py",
-         "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"],
-        cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/healthz", timeout=2):  # noqa: S310  # loopback
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(Path(log.name).read_text()) from None
-                time.sleep(0.2)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
-        os.unlink(log.name)
 
 
-def wrk(base: str, token: str, *, seconds: float, connections: int, script: str) -> tuple[float, float, float]:
-    """Requests/s, p50 and p99 latency (ms) of one wrk run; fails on any non-2xx answer."""
-    result = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", script, base],  # noqa: S607
-        env={**os.environ, "BENCH_TOKEN": token}, capture_output=True, text=True, check=True,
-    )
-    out = result.stdout
-    if "Non-2xx" in out:
-        raise RuntimeError(f"some admissions failed:\n{out}")
-    requests = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    assert requests is not None, out
-    rate = float(requests.group(1))
-
-    def percentile(label: str) -> float:
-        latency = re.search(rf"\s{label}%\s+([\d.]+)(us|ms|s)", out)
-        assert latency is not None, out
-        value, unit = latency.groups()
-        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    return rate, percentile("50"), percentile("99")
+def admissions(base: str, token: str, body: Path, *, seconds: float, connections: int) -> WrkResult:
+    """One wrk run of admissions, each with its own Idempotency-Key; fails on any error."""
+    result = wrk(f"{base}/api/v1/admissions", seconds=seconds, connections=connections, method="POST", body=body,
+                 idempotent=True, headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    if not result.requests or result.error_count:
+        raise SystemExit(f"admissions: errors {result.errors} in {result.requests} requests")
+    return result
 
 
 def limiter_cost(token: str, calls: int = 5000) -> tuple[float, float]:
     """Median µs of what rate limiting adds to one admission in this process: the write-limit count
-    (two Redis round trips) plus the failed-authentication gate (nothing for a healthy address)."""
+    (one Redis round trip) plus the failed-authentication gate (nothing for a healthy address)."""
     from apps.gateway import ratelimits
     from apps.gateway.access import OPERATIONS, Op
     from apps.gateway.auth import authenticate_token
@@ -166,6 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     if not os.environ.get("REDIS_URL"):
         sys.exit("REDIS_URL is required: rate limits count in Redis")
+    require_wrk()
 
     with throwaway_database("modeloman_bench_ratelimits"):
         assert listener.wait_until_healthy(), "invalidation listener did not connect"
@@ -184,29 +121,31 @@ def main() -> None:
         listener.stop()
         connection.close()  # the servers are the only clients while measuring
 
-        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script, ExitStack() as stack:
-            script.write(WRK_SCRIPT)
-            script.flush()
-            bases = {"limits on": stack.enter_context(server(limits=True, workers=args.workers)),
-                     "limits off": stack.enter_context(server(limits=False, workers=args.workers))}
+        # The deployed worker model (deploy/gunicorn.conf.py), with `--workers` processes.
+        model = dataclasses.replace(deployed_model(), workers=args.workers)
+        with tempfile.TemporaryDirectory(prefix="bench-ratelimits-") as workdir, ExitStack() as stack:
+            body = Path(workdir) / "admission.json"
+            body.write_text(json.dumps({"model": MODEL, "estimated_input_tokens": 100, "estimated_output_tokens": 50}))
+            bases = {name: stack.enter_context(gunicorn_server(app="modeloman.wsgi:application", model=model,
+                                                               env=server_env(limits=limits)))
+                     for name, limits in (("limits on", True), ("limits off", False))}
             for base in bases.values():  # warm up: connections, caches, the key
-                wrk(base, token, seconds=2, connections=args.connections, script=script.name)
-            rounds: dict[str, list[tuple[float, float, float]]] = {name: [] for name in bases}
+                admissions(base, token, body, seconds=2, connections=args.connections)
+            rounds: dict[str, list[WrkResult]] = {name: [] for name in bases}
             for _ in range(args.rounds):
                 for name, base in bases.items():
-                    rounds[name].append(wrk(base, token, seconds=args.seconds, connections=args.connections,
-                                            script=script.name))
-        os.unlink(script.name)
+                    rounds[name].append(admissions(base, token, body, seconds=args.seconds,
+                                                   connections=args.connections))
 
-    print(f"Admission over HTTP (POST /api/v1/admissions, production settings, gunicorn {args.workers} workers), "
+    print(f"Admission over HTTP (POST /api/v1/admissions, production settings, gunicorn {model}), "
           f"wrk {args.connections} connections, {args.rounds} alternating rounds of {args.seconds:g}s")
     medians = {}
     for name, runs in rounds.items():
-        rate = statistics.median(r[0] for r in runs)
+        rate = statistics.median(r.rate for r in runs)
         medians[name] = rate
-        print(f"{name:<11} throughput {rate:>7.0f}/s (rounds: {', '.join(f'{r[0]:.0f}' for r in runs)})   "
-              f"p50 {statistics.median(r[1] for r in runs):6.2f} ms  "
-              f"p99 {statistics.median(r[2] for r in runs):6.2f} ms")
+        print(f"{name:<11} throughput {rate:>7.0f}/s (rounds: {', '.join(f'{r.rate:.0f}' for r in runs)})   "
+              f"p50 {statistics.median(r.p50_ms for r in runs):6.2f} ms  "
+              f"p99 {statistics.median(r.p99_ms for r in runs):6.2f} ms")
     with_limits, without = per_call
     print(f"in process, per admission: authenticate + rate limits {with_limits:.1f} µs median vs authenticate "
           f"alone {without:.1f} µs: rate limiting adds {with_limits - without:.1f} µs")
