@@ -24,7 +24,10 @@ from pathlib import Path
 # spreads evenly over the workers, while a gthread worker accepts (and keeps alive) connections while
 # busy, so two busy connections can share one process while the other idles (seen in batch ingest).
 # Sync workers close each connection after its answer; behind Caddy on loopback that costs little, and
-# Caddy buffers request bodies (deploy/Caddyfile) so a slow client never holds a worker.
+# Caddy buffers request bodies (deploy/Caddyfile) so a slow client never holds a worker. The price: a
+# sync worker idles during its one Redis round trip (the rate-limit count), so against a server without
+# limits, limiting costs 9-14% with sync workers and 4% with gthread 2 x 2; with limits on, as
+# deployed, both serve the same admissions and sync has the better tail (bench/ratelimits.py).
 # WEB_THREADS > 1 switches to threaded workers (gthread), e.g. for long exports on a bigger host.
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("WEB_THREADS", "1"))
