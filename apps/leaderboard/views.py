@@ -5,6 +5,8 @@ visitor gets the same bytes and a cached copy is safe to share."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -38,6 +40,15 @@ def _bad_window() -> HttpResponse:
         "windows": selectors.WINDOWS.values(),
     })
     return HttpResponse(body, status=400, content_type=HTML)
+
+
+def _windowed(request: HttpRequest, key: tuple[str, ...], build: Callable[[str], Built]) -> HttpResponse:
+    """The page for the request's window (400 for an unknown one), built by `build(window)` and
+    cached under `key` and the window."""
+    window = _window(request)
+    if window is None:
+        return _bad_window()
+    return cached_response(request, key=(*key, window), build=lambda: build(window))
 
 
 def _not_found(what: str) -> Built:
@@ -88,11 +99,7 @@ def _attempt_rows(board: selectors.Board) -> SafeString:
 
 
 def _board_page(request: HttpRequest, kind: str) -> HttpResponse:
-    window = _window(request)
-    if window is None:
-        return _bad_window()
-
-    def build() -> Built:
+    def build(window: str) -> Built:
         board = selectors.board(kind=kind, window_key=window)
         if kind == "suites":
             suites: dict[str, list] = {}
@@ -101,7 +108,7 @@ def _board_page(request: HttpRequest, kind: str) -> HttpResponse:
             return _render("leaderboard/suites.html", board=board, suites=suites, page=kind)
         return _render(f"leaderboard/{kind}.html", board=board, rows=_attempt_rows(board), page=kind)
 
-    return cached_response(request, key=("page", kind, window), build=build)
+    return _windowed(request, ("page", kind), build)
 
 
 @public_read(Op.GET_LEADERBOARD)
@@ -121,11 +128,7 @@ def suites_page(request: HttpRequest) -> HttpResponse:
 
 @public_read(Op.GET_LEADERBOARD)
 def model_page(request: HttpRequest, name: str) -> HttpResponse:
-    window = _window(request)
-    if window is None:
-        return _bad_window()
-
-    def build() -> Built:
+    def build(window: str) -> Built:
         board = selectors.model_detail(name=name, window_key=window)
         if not board.entries:
             return _not_found(f"The model “{name}”")
@@ -136,16 +139,12 @@ def model_page(request: HttpRequest, name: str) -> HttpResponse:
         return _render("leaderboard/model_detail.html", board=board, entry=entry, chart=chart, hourly=hourly,
                        page="models")
 
-    return cached_response(request, key=("model", name, window), build=build)
+    return _windowed(request, ("model", name), build)
 
 
 @public_read(Op.GET_LEADERBOARD)
 def prompt_page(request: HttpRequest, project_id: int, name: str) -> HttpResponse:
-    window = _window(request)
-    if window is None:
-        return _bad_window()
-
-    def build() -> Built:
+    def build(window: str) -> Built:
         board, comparisons = selectors.prompt_detail(project_id=project_id, name=name, window_key=window)
         if not comparisons:
             return _not_found(f"The prompt “{name}”")
@@ -156,16 +155,12 @@ def prompt_page(request: HttpRequest, project_id: int, name: str) -> HttpRespons
         return _render("leaderboard/prompt_detail.html", board=board, comparisons=comparisons, name=name,
                        project=comparisons[0].entry.project, chart=chart, page="prompts")
 
-    return cached_response(request, key=("prompt", str(project_id), name, window), build=build)
+    return _windowed(request, ("prompt", str(project_id), name), build)
 
 
 @public_read(Op.GET_LEADERBOARD)
 def suite_page(request: HttpRequest, name: str) -> HttpResponse:
-    window = _window(request)
-    if window is None:
-        return _bad_window()
-
-    def build() -> Built:
+    def build(window: str) -> Built:
         board = selectors.suite_detail(name=name, window_key=window)
         if not board.entries:
             return _not_found(f"The suite “{name}”")
@@ -175,4 +170,4 @@ def suite_page(request: HttpRequest, name: str) -> HttpResponse:
         return _render("leaderboard/suite_detail.html", board=board, rows=_with_sparklines(board), name=name,
                        chart=chart, page="suites")
 
-    return cached_response(request, key=("suite", name, window), build=build)
+    return _windowed(request, ("suite", name), build)
