@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 
 from apps.gateway.errors import Unavailable
 
@@ -58,13 +58,31 @@ def is_retryable(error: BaseException) -> bool:
     return sqlstate == FOREIGN_KEY_VIOLATION and table == LEDGER_TABLE
 
 
-def database_timeout(error: BaseException) -> DatabaseTimeout | None:
+class DatabaseUnavailable(Unavailable):
+    code = "database_unavailable"
+    title = "The database connection was lost"
+    headers = {"Retry-After": "1"}
+
+
+CONNECTION_LOST_SQLSTATES = ("08", "57P01", "57P02", "57P03")  # connection exception; shutdown, crash, starting
+
+
+def database_failure(error: BaseException) -> Unavailable | None:
     """The 503 for a statement that ran past DB_STATEMENT_TIMEOUT_MS or waited past
-    DB_LOCK_TIMEOUT_MS (settings, "Database timeouts"); None for any other error. The transaction
-    it ran in is rolled back by the atomic block it was in; the connection stays usable."""
-    if isinstance(error, OperationalError) and getattr(error.__cause__, "sqlstate", None) in TIMEOUT_SQLSTATES:
-        logger.warning("database timeout: %s", str(error).strip().splitlines()[0] if str(error).strip() else error)
+    DB_LOCK_TIMEOUT_MS (settings, "Database timeouts"), or for a connection the server dropped
+    (a restart: modeloman/db/base.py says when a request can meet one); None for any other error.
+    After a timeout the transaction it ran in is rolled back and the connection stays usable; a
+    lost connection is closed when the request ends and the next request opens a new one."""
+    if not isinstance(error, (OperationalError, InterfaceError)):
+        return None
+    sqlstate = getattr(error.__cause__, "sqlstate", None) or ""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+    if sqlstate in TIMEOUT_SQLSTATES:
+        logger.warning("database timeout: %s", first_line)
         return DatabaseTimeout("The database did not answer in time; retry shortly.")
+    if sqlstate.startswith(CONNECTION_LOST_SQLSTATES) or getattr(connection.connection, "broken", False):
+        logger.warning("database connection lost: %s", first_line)
+        return DatabaseUnavailable("The connection to the database was lost; retry shortly.")
     return None
 
 

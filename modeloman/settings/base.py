@@ -248,7 +248,12 @@ if MIGRATION_DATABASE_URL and sys.argv[1:2] and sys.argv[1] in OWNER_COMMANDS:
 # WEB_CONCURRENCY × WEB_THREADS + GRPC_PROCESSES × GRPC_MAX_WORKERS (+ the invalidation listener, one per process):
 # keep it under the role's connection limit (docs/runbooks.md, "Database timeouts and connections").
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+# Health checks (modeloman/db/base.py): a reused connection idle for longer than this is checked
+# (`SELECT 1`) before a request uses it; one that finished a request more recently is not.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DB_HEALTH_CHECK_IDLE_SECONDS = env.float("DB_HEALTH_CHECK_IDLE_SECONDS", default=1.0)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["ENGINE"] = "modeloman.db"
 # Timeouts for the application role: a connect that hangs, a statement that runs away or a lock that
 # is not granted end the request with a 503 `database_timeout` (modeloman/transactions.py) instead of
 # holding a worker. Requests are short (the slowest, a 1,000-attempt batch, takes well under a second),

@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from rest_framework import exceptions as drf
 
 from apps.gateway.errors import DomainError, grpc_code_for
-from modeloman.transactions import database_timeout
+from modeloman.transactions import database_failure
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ def _status(http_status: int) -> grpc.StatusCode:
 
 def failure_for(exc: Exception) -> Failure | None:
     """The status for a known error; None for anything else (a bug: INTERNAL, logged)."""
-    exc = database_timeout(exc) or exc  # a statement or lock timeout: UNAVAILABLE database_timeout
+    exc = database_failure(exc) or exc  # a timeout or a lost connection: UNAVAILABLE
     if isinstance(exc, DomainError):
         return Failure(grpc.StatusCode[exc.grpc_code], exc.code, exc.detail)
     if isinstance(exc, drf.ValidationError | DjangoValidationError):

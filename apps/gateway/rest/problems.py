@@ -21,7 +21,7 @@ from rest_framework import exceptions as drf
 from rest_framework.response import Response
 
 from apps.gateway.errors import DomainError, RateLimited, problem_body
-from modeloman.transactions import database_timeout
+from modeloman.transactions import database_failure
 
 logger = logging.getLogger(__name__)
 
@@ -120,11 +120,12 @@ def problem_response(error: DomainError) -> JsonResponse:
 
 def operational_failure(exc: Exception) -> DomainError | None:
     """Exceptions from below the services that still have a proper answer: a statement or lock
-    timeout (503 database_timeout), and django-ratelimit's own `Ratelimited` (a PermissionDenied,
-    which would otherwise be a 403) should anything ever raise it."""
+    timeout or a lost connection (503 database_timeout / database_unavailable), and
+    django-ratelimit's own `Ratelimited` (a PermissionDenied, which would otherwise be a 403)
+    should anything ever raise it."""
     if isinstance(exc, Ratelimited):
         return RateLimited("Too many requests; retry later.")
-    return database_timeout(exc)
+    return database_failure(exc)
 
 
 class OperationalFailureMiddleware:

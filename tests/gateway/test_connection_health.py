@@ -1,0 +1,95 @@
+"""Connection health checks (modeloman/db/base.py): a connection idle for longer than
+DB_HEALTH_CHECK_IDLE_SECONDS is checked before a request uses it, one busy more recently is not;
+a connection the server dropped is a 503 problem at worst, never a 500, and is replaced after.
+
+Django's test client leaves out the request cycle's `close_old_connections` (its request_started and
+request_finished handler); `request_boundary()` runs it where a server would, between requests."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from django.db import close_old_connections, connection, connections
+
+from tests.factories import issue_key
+from tests.processes import database_url
+
+RUNS = "/api/v1/runs"
+
+
+def request_boundary() -> None:
+    close_old_connections()
+
+
+def _drop_connection() -> None:
+    """The server ends this thread's database session (as a restart or an idle timeout would)."""
+    pid = connection.connection.info.backend_pid
+    with psycopg.connect(database_url(), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
+
+
+def _query() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        return cursor.fetchone()[0]
+
+
+@pytest.fixture
+def health_checks(monkeypatch):
+    """The outcome of every health check the backend runs (a real `SELECT 1` each)."""
+    calls: list[bool] = []
+    wrapper_class = type(connections["default"])
+    real = wrapper_class.is_usable
+
+    def counted(self):
+        usable = real(self)
+        calls.append(usable)
+        return usable
+
+    monkeypatch.setattr(wrapper_class, "is_usable", counted)
+    return calls
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_busy_within_the_idle_window_is_not_checked(settings, health_checks):
+    settings.DB_HEALTH_CHECK_IDLE_SECONDS = 60
+    for _ in range(3):
+        assert _query() == 1
+        request_boundary()
+    assert health_checks == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_idle_past_the_window_is_checked_and_replaced_when_dropped(settings, health_checks):
+    settings.DB_HEALTH_CHECK_IDLE_SECONDS = 0  # every reuse counts as idle
+    assert _query() == 1
+    request_boundary()
+    assert health_checks == []  # nothing yet: checks run on the next use
+    old_pid = connection.connection.info.backend_pid
+    _drop_connection()
+
+    assert _query() == 1  # checked, found dead, replaced before the query ran
+
+    assert health_checks == [False]
+    assert connection.connection.info.backend_pid != old_pid
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_dropped_while_busy_fails_one_request_with_a_503_problem(client, settings):
+    settings.DB_HEALTH_CHECK_IDLE_SECONDS = 60
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {issue_key(scopes=('tasks:write',)).token}"}
+    run_id = client.post(RUNS, {"task": "t"}, content_type="application/json", HTTP_IDEMPOTENCY_KEY="start",
+                         **auth).json()["id"]
+    request_boundary()
+    _drop_connection()
+
+    failed = client.get(f"{RUNS}/{run_id}", **auth)
+    request_boundary()
+
+    assert failed.status_code == 503
+    assert failed["Content-Type"] == "application/problem+json"
+    assert failed["Retry-After"] == "1"
+    assert failed.json()["code"] == "database_unavailable"
+    assert "Traceback" not in failed.content.decode() and "terminat" not in failed.json()["detail"]
+    # The failed request's end closed the connection; the next request opens a new one.
+    assert client.get(f"{RUNS}/{run_id}", **auth).status_code == 200
