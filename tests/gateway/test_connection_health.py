@@ -93,3 +93,42 @@ def test_a_connection_dropped_while_busy_fails_one_request_with_a_503_problem(cl
     assert "Traceback" not in failed.content.decode() and "terminat" not in failed.json()["detail"]
     # The failed request's end closed the connection; the next request opens a new one.
     assert client.get(f"{RUNS}/{run_id}", **auth).status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_over_grpc_a_database_restart_costs_at_most_one_unavailable_call_per_thread():
+    """Every session of a running `grpcserve` is ended, as a database restart would: each worker
+    thread's next call is OK (a new connection) or UNAVAILABLE `database_unavailable` (its connection
+    was busy less than DB_HEALTH_CHECK_IDLE_SECONDS ago, so not checked); never INTERNAL, and it heals."""
+    import grpc
+
+    from apps.gateway.grpc.gen.modeloman.v1 import control_plane_pb2 as pb
+    from apps.gateway.grpc.gen.modeloman.v1 import control_plane_pb2_grpc as pb_grpc
+    from tests.gateway.test_grpc_server import channel, error_code
+    from tests.processes import grpcserve
+
+    workers = 4
+    metadata = [("authorization", f"Bearer {issue_key(scopes=('tasks:write',)).token}")]
+    with grpcserve(env={"GRPC_MAX_WORKERS": str(workers), "DB_HEALTH_CHECK_IDLE_SECONDS": "60"}) as (_, address), \
+            channel(address) as ch:
+        stub = pb_grpc.ControlPlaneStub(ch)
+        run_id = stub.StartRun(pb.StartRunRequest(task="t"), metadata=[*metadata, ("idempotency-key", "start")]).id
+
+        def get_run() -> str:
+            try:
+                stub.GetRun(pb.GetRunRequest(run_id=run_id), metadata=metadata, timeout=5)
+            except grpc.RpcError as error:
+                return f"{error.code().name} {error_code(error)}"
+            return "OK"
+
+        assert [get_run() for _ in range(workers)] == ["OK"] * workers
+        with psycopg.connect(database_url(), autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                          "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        connection.close()  # this test's own session was among them
+
+        outcomes = [get_run() for _ in range(3 * workers)]
+
+    assert set(outcomes) <= {"OK", "UNAVAILABLE database_unavailable"}, outcomes
+    assert outcomes.count("UNAVAILABLE database_unavailable") <= workers
+    assert outcomes[-workers:] == ["OK"] * workers
