@@ -29,6 +29,6 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def close_if_health_check_failed(self) -> None:
         if (self.connection is not None and not self.health_check_done and self.idle_since is not None
                 and time.monotonic() - self.idle_since < settings.DB_HEALTH_CHECK_IDLE_SECONDS):
-            self.health_check_done = True  # busy, so alive: until this request ends
+            self.health_check_done: bool = True  # busy, so alive: until this request ends
             return
         super().close_if_health_check_failed()
