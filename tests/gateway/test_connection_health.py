@@ -3,9 +3,12 @@ DB_HEALTH_CHECK_IDLE_SECONDS is checked before a request uses it, one busy more 
 a connection the server dropped is a 503 problem at worst, never a 500, and is replaced after.
 
 Django's test client leaves out the request cycle's `close_old_connections` (its request_started and
-request_finished handler); `request_boundary()` runs it where a server would, between requests."""
+request_finished handler); `request_boundary()` runs it where a server would, before and after each
+request."""
 
 from __future__ import annotations
+
+import time
 
 import psycopg
 import pytest
@@ -29,9 +32,14 @@ def _drop_connection() -> None:
 
 
 def _query() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-        return cursor.fetchone()[0]
+    """One request that runs one query, with the request cycle's ends around it."""
+    request_boundary()
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return cursor.fetchone()[0]
+    finally:
+        request_boundary()
 
 
 @pytest.fixture
@@ -53,20 +61,20 @@ def health_checks(monkeypatch):
 @pytest.mark.django_db(transaction=True)
 def test_a_connection_busy_within_the_idle_window_is_not_checked(settings, health_checks):
     settings.DB_HEALTH_CHECK_IDLE_SECONDS = 60
-    for _ in range(3):
-        assert _query() == 1
-        request_boundary()
+    assert _query() == 1  # checked or not, depending on what ran before
+    health_checks.clear()
+    assert [_query() for _ in range(3)] == [1, 1, 1]
     assert health_checks == []
 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_connection_idle_past_the_window_is_checked_and_replaced_when_dropped(settings, health_checks):
-    settings.DB_HEALTH_CHECK_IDLE_SECONDS = 0  # every reuse counts as idle
+    settings.DB_HEALTH_CHECK_IDLE_SECONDS = 0.2
     assert _query() == 1
-    request_boundary()
-    assert health_checks == []  # nothing yet: checks run on the next use
+    health_checks.clear()
     old_pid = connection.connection.info.backend_pid
     _drop_connection()
+    time.sleep(0.3)  # idle past the window
 
     assert _query() == 1  # checked, found dead, replaced before the query ran
 
@@ -78,11 +86,13 @@ def test_a_connection_idle_past_the_window_is_checked_and_replaced_when_dropped(
 def test_a_connection_dropped_while_busy_fails_one_request_with_a_503_problem(client, settings):
     settings.DB_HEALTH_CHECK_IDLE_SECONDS = 60
     auth = {"HTTP_AUTHORIZATION": f"Bearer {issue_key(scopes=('tasks:write',)).token}"}
+    request_boundary()
     run_id = client.post(RUNS, {"task": "t"}, content_type="application/json", HTTP_IDEMPOTENCY_KEY="start",
                          **auth).json()["id"]
     request_boundary()
     _drop_connection()
 
+    request_boundary()
     failed = client.get(f"{RUNS}/{run_id}", **auth)
     request_boundary()
 
