@@ -30,7 +30,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             return
         super().close_if_health_check_failed()
 
-    def _cursor(self, name: str | None = None) -> Any:
-        cursor = super()._cursor(name)  # checks first (close_if_health_check_failed), then connects
+    def cursor(self) -> Any:
+        cursor = super().cursor()  # checks first (close_if_health_check_failed), then connects
         self.last_used = time.monotonic()
         return cursor
