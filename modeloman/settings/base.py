@@ -249,7 +249,7 @@ if MIGRATION_DATABASE_URL and sys.argv[1:2] and sys.argv[1] in OWNER_COMMANDS:
 # keep it under the role's connection limit (docs/runbooks.md, "Database timeouts and connections").
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 # Health checks (modeloman/db/base.py): a reused connection idle for longer than this is checked
-# (`SELECT 1`) before a request uses it; one that finished a request more recently is not.
+# (`SELECT 1`) before a request uses it; one used more recently is not.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DB_HEALTH_CHECK_IDLE_SECONDS = env.float("DB_HEALTH_CHECK_IDLE_SECONDS", default=1.0)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":

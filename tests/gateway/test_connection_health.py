@@ -142,3 +142,31 @@ def test_over_grpc_a_database_restart_costs_at_most_one_unavailable_call_per_thr
     assert set(outcomes) <= {"OK", "UNAVAILABLE database_unavailable"}, outcomes
     assert outcomes.count("UNAVAILABLE database_unavailable") <= workers
     assert outcomes[-workers:] == ["OK"] * workers
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_write_on_a_dropped_connection_is_a_503_and_its_retry_writes_once(client, settings):
+    from apps.telemetry.models import Run
+
+    settings.DB_HEALTH_CHECK_IDLE_SECONDS = 60
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {issue_key(scopes=('tasks:write',)).token}"}
+
+    def start_run():
+        request_boundary()
+        try:
+            return client.post(RUNS, {"task": "t"}, content_type="application/json", HTTP_IDEMPOTENCY_KEY="once",
+                               **auth)
+        finally:
+            request_boundary()
+
+    assert _query() == 1
+    runs_before = Run.objects.count()
+    _drop_connection()
+
+    failed = start_run()
+    retried = start_run()
+
+    assert (failed.status_code, failed.json()["code"]) == (503, "database_unavailable")
+    assert retried.status_code == 201 and "Idempotent-Replayed" not in retried  # nothing of the first was kept
+    assert Run.objects.count() == runs_before + 1
+    assert start_run()["Idempotent-Replayed"] == "true"
