@@ -172,3 +172,40 @@ def wrk(url: str, *, seconds: float, connections: int, threads: int = 2, method:
     errors = {name: figures[name] for name in ("status", "connect", "read", "write", "timeout") if figures[name]}
     return WrkResult(requests=figures["requests"], seconds=figures["duration_us"] / 1e6,
                      p50_ms=figures["p50_us"] / 1000, p99_ms=figures["p99_us"] / 1000, errors=errors)
+
+
+# Per-process CPU, from /proc (Linux): what each side of a run costs per answer. On a machine where
+# every core is busy, throughput is the inverse of the CPU one answer costs in total, so this says
+# where a ratio between two endpoints comes from. The load generator is not counted (wrk has exited
+# when the second sample is taken).
+CPU_SIDES = {"workers": "gunicorn", "PostgreSQL": "postgres", "Redis": "redis-server"}
+
+
+def cpu_by_side() -> dict[str, float] | None:
+    """CPU seconds used so far by the processes of each side (CPU_SIDES, matched on the command
+    line; processes that have exited are not counted); None where there is no /proc."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").exists():
+        return None
+    ticks_per_second = os.sysconf("SC_CLK_TCK")
+    used = dict.fromkeys(CPU_SIDES, 0.0)
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        side = next((name for name, marker in CPU_SIDES.items() if marker in command), None)
+        if side is not None:
+            used[side] += (int(fields[11]) + int(fields[12])) / ticks_per_second  # utime + stime
+    return used
+
+
+def cpu_per_answer(before: dict[str, float] | None, after: dict[str, float] | None,
+                   answers: int) -> dict[str, float] | None:
+    """Milliseconds of CPU per answer on each side between two `cpu_by_side()` samples."""
+    if before is None or after is None or not answers:
+        return None
+    return {side: max(0.0, after[side] - before[side]) * 1000 / answers for side in CPU_SIDES}

@@ -12,7 +12,8 @@ Prints, per endpoint, the median over interleaved rounds (the machine is shared 
 GET /readyz (one query and one cache round trip through the same stack: the ceiling for a request
 that touches the database), GET /api/v1/whoami, and POST /api/v1/admissions with one reserved cost
 cap and one request cap (limits far above what a run uses: nothing is denied, which the script
-checks), each at 8 connections; then 1,000-attempt bodies to POST /api/v1/attempts over one
+checks), each at 8 connections, with the CPU each side (workers, PostgreSQL, Redis; from /proc)
+spent per answer of readiness and admission; then 1,000-attempt bodies to POST /api/v1/attempts over one
 connection per request slot of the server (workers x threads, or --ingest-connections) next to the
 in-process batch path of bench/ingest.py with 2 writer processes (decode + cost + COPY, no HTTP),
 rows counted afterwards.
@@ -55,7 +56,18 @@ import time  # noqa: E402
 from decimal import Decimal  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from _http import WorkerModel, WrkResult, database_url, deployed_model, gunicorn_server, require_wrk, wrk  # noqa: E402
+from _http import (  # noqa: E402
+    CPU_SIDES,
+    WorkerModel,
+    WrkResult,
+    cpu_by_side,
+    cpu_per_answer,
+    database_url,
+    deployed_model,
+    gunicorn_server,
+    require_wrk,
+    wrk,
+)
 from _setup import throwaway_database  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 from django.utils import timezone  # noqa: E402
@@ -166,6 +178,16 @@ def ingest_in_process(body: bytes, token: str) -> float:
     return rows / seconds
 
 
+def with_cpu(run, samples: list[dict[str, float]]) -> WrkResult:
+    """`run()`'s wrk result; the CPU per answer of each side during it is appended to `samples`."""
+    before = cpu_by_side()
+    result = run()
+    per_answer = cpu_per_answer(before, cpu_by_side(), result.requests)
+    if per_answer is not None:
+        samples.append(per_answer)
+    return result
+
+
 def fmt(result_list: list[WrkResult]) -> str:
     rate = statistics.median(r.rate for r in result_list)
     p50 = statistics.median(r.p50_ms for r in result_list)
@@ -183,6 +205,7 @@ def full_run(args, token: str, env: dict[str, str], workdir: Path) -> None:
     results: dict[str, list[WrkResult]] = {"readyz": [], "whoami": [], "admission": []}
     http_ingest: list[float] = []
     local_ingest: list[float] = []
+    cpu: dict[str, list[dict[str, float]]] = {"readyz": [], "admission": []}
     with gunicorn_server(app="modeloman.wsgi:application", model=model, env=env) as base:
         ingest_connections = args.ingest_connections or model.workers * model.threads
         endpoints = Endpoints(base, token, workdir, ingest_connections=ingest_connections)
@@ -194,9 +217,11 @@ def full_run(args, token: str, env: dict[str, str], workdir: Path) -> None:
         ingest_in_process(endpoints.batch, token)
         admissions_sent = 0
         for _ in range(args.rounds):  # interleaved: drift on a shared machine hits every figure alike
-            results["readyz"].append(checked(endpoints.readyz(args.seconds), "GET /readyz", tolerated=0.01))
+            results["readyz"].append(with_cpu(lambda: checked(endpoints.readyz(args.seconds), "GET /readyz",
+                                                              tolerated=0.01), cpu["readyz"]))
             results["whoami"].append(checked(endpoints.whoami(args.seconds), "GET /api/v1/whoami"))
-            admission = checked(endpoints.admission(args.seconds), "POST /api/v1/admissions")
+            admission = with_cpu(lambda: checked(endpoints.admission(args.seconds), "POST /api/v1/admissions"),
+                                 cpu["admission"])
             results["admission"].append(admission)
             admissions_sent += admission.requests
             http_ingest.append(ingest_over_http(endpoints, args.seconds))
@@ -216,6 +241,10 @@ def full_run(args, token: str, env: dict[str, str], workdir: Path) -> None:
     p99 = statistics.median(r.p99_ms for r in results["admission"])
     print(f"admission / readyz: {ratio:.2f}x (target >= 0.6x); admission p99 at {CONNECTIONS} connections: "
           f"{p99:.1f} ms (target <= 20 ms); {reserved} reservations, {denied} denied")
+    if cpu["readyz"] and cpu["admission"]:
+        print("CPU per answer, ms (medians of the rounds; /proc, load generator not counted): " + "; ".join(
+            f"{what} " + ", ".join(f"{side} {statistics.median(c[side] for c in cpu[what]):.2f}" for side in CPU_SIDES)
+            for what in ("readyz", "admission")))
     print(f"Batch ingest, {BATCH}-attempt bodies, {ingest_connections} connections over HTTP to {model} / "
           f"{INGEST_WRITERS} writer processes in-process; rows counted after every pass")
     for label, rates in (("POST /api/v1/attempts (HTTP)", http_ingest),
