@@ -181,14 +181,14 @@ def wrk(url: str, *, seconds: float, connections: int, threads: int = 2, method:
 CPU_SIDES = {"workers": "gunicorn", "PostgreSQL": "postgres", "Redis": "redis-server"}
 
 
-def cpu_by_side() -> dict[str, float] | None:
-    """CPU seconds used so far by the processes of each side (CPU_SIDES, matched on the command
-    line; processes that have exited are not counted); None where there is no /proc."""
+def cpu_by_side(sides: dict[str, str] = CPU_SIDES) -> dict[str, float] | None:
+    """CPU seconds used so far by the processes of each side (name: a string of their command line;
+    processes that have exited are not counted); None where there is no /proc."""
     proc = Path("/proc")
     if not (proc / "self" / "stat").exists():
         return None
     ticks_per_second = os.sysconf("SC_CLK_TCK")
-    used = dict.fromkeys(CPU_SIDES, 0.0)
+    used = dict.fromkeys(sides, 0.0)
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -197,7 +197,7 @@ def cpu_by_side() -> dict[str, float] | None:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # exited meanwhile
             continue
-        side = next((name for name, marker in CPU_SIDES.items() if marker in command), None)
+        side = next((name for name, marker in sides.items() if marker in command), None)
         if side is not None:
             used[side] += (int(fields[11]) + int(fields[12])) / ticks_per_second  # utime + stime
     return used
@@ -208,4 +208,4 @@ def cpu_per_answer(before: dict[str, float] | None, after: dict[str, float] | No
     """Milliseconds of CPU per answer on each side between two `cpu_by_side()` samples."""
     if before is None or after is None or not answers:
         return None
-    return {side: max(0.0, after[side] - before[side]) * 1000 / answers for side in CPU_SIDES}
+    return {side: max(0.0, after[side] - before[side]) * 1000 / answers for side in before}

@@ -34,6 +34,8 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 BASE_DIR = BENCH_DIR.parent
 BATCH = 1000
+sys.path.insert(0, str(BENCH_DIR))
+from _http import cpu_by_side, cpu_per_answer  # noqa: E402  # needs no Django
 
 
 def batch_items() -> list[dict]:
@@ -95,19 +97,27 @@ def load(args) -> None:
     for thread in threads:
         thread.start()
     start.wait()
-    began = time.perf_counter()
+    began, cpu_began = time.perf_counter(), time.process_time()
     time.sleep(args.seconds)
     stop.set()
     for thread in threads:
         thread.join()
-    seconds = time.perf_counter() - began
+    seconds, cpu_seconds = time.perf_counter() - began, time.process_time() - cpu_began
     ordered = sorted(sample for mine in latencies for sample in mine)
-    print(json.dumps({"requests": len(ordered), "errors": sum(errors), "seconds": seconds,
+    print(json.dumps({"requests": len(ordered), "errors": sum(errors), "seconds": seconds, "cpu_seconds": cpu_seconds,
                       "p50_ms": ordered[len(ordered) // 2] / 1e6,
                       "p99_ms": ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] / 1e6}))
 
 
+# The server of each transport, and what both share: CPU per answer is sampled around each load run.
+SIDES = {"grpcserve": "grpcserve", "gunicorn": "gunicorn", "PostgreSQL": "postgres", "Redis": "redis-server"}
+SERVER = {"grpc": "grpcserve", "rest": "gunicorn"}
+
+
 def run_load(transport: str, target: str, token: str, args) -> dict:
+    """One load run; its figures, with `cpu`: ms of CPU per answer of the transport's server,
+    PostgreSQL, Redis and the load generator (None without /proc)."""
+    before = cpu_by_side(SIDES)
     command = [sys.executable, str(Path(__file__).resolve()), "--load", transport, "--target", target,
                "--token", token, "--seconds", str(args.seconds), "--concurrency", str(args.concurrency),
                "--model", args.model, "--operation", args.operation]
@@ -119,6 +129,10 @@ def run_load(transport: str, target: str, token: str, args) -> dict:
         raise SystemExit(f"{transport} {args.operation}: {figures['errors']} errors, denials or short batches "
                          f"in {figures['requests']} calls")
     figures["rate"] = figures["requests"] / figures["seconds"]
+    sides = cpu_per_answer(before, cpu_by_side(SIDES), figures["requests"])
+    figures["cpu"] = sides and {"server": sides[SERVER[transport]], "PostgreSQL": sides["PostgreSQL"],
+                                "Redis": sides["Redis"],
+                                "load generator": figures["cpu_seconds"] * 1000 / figures["requests"]}
     return figures
 
 
@@ -154,7 +168,6 @@ def main() -> None:
         return load(args)
 
     # The same production settings and seed as bench/http_admission.py (importing it sets them up).
-    sys.path.insert(0, str(BENCH_DIR))
     import http_admission
     from _http import database_url, deployed_model, gunicorn_server
     from _setup import throwaway_database
@@ -221,6 +234,7 @@ def main() -> None:
               f"(rounds: {rounds})")
     print(f"gRPC / REST: {rates['grpc'] / rates['rest']:.2f}x (target >= 1.1x); {reserved} reservations, "
           f"{denied} denied")
+    print_cpu(results, "admit")
 
     print(f"\nBatch ingest, {BATCH} attempts per call (RecordPromptAttempts: {size} bytes, limit "
           f"{MAX_RECEIVE_BYTES}; POST /api/v1/attempts), same servers, clients and rounds")
@@ -234,6 +248,16 @@ def main() -> None:
               f"{statistics.median(r['p99_ms'] for r in rs):6.1f} ms   (rounds: {rounds})")
     print(f"gRPC / REST: {rates['grpc'] / rates['rest']:.2f}x; {ingest_calls} calls answered accepted={BATCH}, "
           f"{stored} rows stored")
+    print_cpu(results, "ingest")
+
+
+def print_cpu(results: dict[tuple[str, str], list[dict]], operation: str) -> None:
+    """CPU per call of each side, medians of the rounds."""
+    for transport in ("grpc", "rest"):
+        samples = [r["cpu"] for r in results[operation, transport] if r.get("cpu")]
+        if samples:
+            print(f"  CPU per call, {transport}, ms (medians; /proc): " + ", ".join(
+                f"{side} {statistics.median(c[side] for c in samples):.2f}" for side in samples[0]))
 
 
 def grpc_batch_bytes() -> int:
