@@ -219,5 +219,6 @@ def authenticate(token: str) -> Principal:
         return authenticate_token(token)
     except AuthenticationFailed:
         _remember_suspect(bucket)
-        _usage(AUTH_FAILURES, rate, bucket, increment=True)
+        if _usage(AUTH_FAILURES, rate, bucket, increment=True) is None:
+            _record(FAIL_OPEN, AUTH_FAILURES)  # this failure goes uncounted: said, not silent
         raise

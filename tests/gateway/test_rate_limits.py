@@ -214,6 +214,8 @@ def test_with_the_cache_down_writes_fail_closed_and_reads_stay_up(client, own_re
         assert client.get(LEADERBOARD, REMOTE_ADDR=ip).status_code == 200
         assert client.get("/", REMOTE_ADDR=ip).status_code == 200
         assert whoami(client, issued.token, ip).status_code == 200  # private reads fail open too
+        # A failed authentication is still a 401, but goes uncounted: recorded as such, not silently.
+        assert whoami(client, tokens.generate()[2], address()).status_code == 401
         after = ratelimits.counts()
         scraped_after = client.get("/metrics", REMOTE_ADDR="127.0.0.1").content.decode()
 
@@ -222,12 +224,13 @@ def test_with_the_cache_down_writes_fail_closed_and_reads_stay_up(client, own_re
 
     assert moved(ratelimits.FAIL_CLOSED, "mutation") == 3
     assert moved(ratelimits.FAIL_OPEN, "get") == 4
+    assert moved(ratelimits.FAIL_OPEN, ratelimits.AUTH_FAILURES) == 1
 
     def scraped(name: str) -> float:  # what an operator's Prometheus sees
         return metric_value(scraped_after, name) - metric_value(scraped_before, name)
 
     assert scraped("modeloman_rate_limit_fail_closed_total") == 3
-    assert scraped("modeloman_rate_limit_fail_open_total") == 4
+    assert scraped("modeloman_rate_limit_fail_open_total") == 5
 
 
 def test_django_ratelimits_own_exception_is_a_429_not_a_403():
