@@ -3,25 +3,38 @@ DB_HEALTH_CHECK_IDLE_SECONDS is checked before a request uses it, one busy more 
 a connection the server dropped is a 503 problem at worst, never a 500, and is replaced after.
 
 Django's test client leaves out the request cycle's `close_old_connections` (its request_started and
-request_finished handler); `request_boundary()` runs it where a server would, before and after each
+request_finished handler); `as_request()` runs it where a server would, before and after each
 request."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
+import grpc
 import psycopg
 import pytest
 from django.db import close_old_connections, connection, connections
 
+from apps.gateway.grpc.gen.modeloman.v1 import control_plane_pb2 as pb
+from apps.gateway.grpc.gen.modeloman.v1 import control_plane_pb2_grpc as pb_grpc
+from apps.telemetry.models import Run
 from tests.factories import issue_key
-from tests.processes import database_url
+from tests.gateway.test_grpc_server import channel, error_code
+from tests.processes import database_url, grpcserve
 
 RUNS = "/api/v1/runs"
+T = TypeVar("T")
 
 
-def request_boundary() -> None:
+def as_request(call: Callable[[], T]) -> T:
+    """`call()` with the request cycle's ends around it, as a server runs a request."""
     close_old_connections()
+    try:
+        return call()
+    finally:
+        close_old_connections()
 
 
 def _drop_connection() -> None:
@@ -31,15 +44,15 @@ def _drop_connection() -> None:
         admin.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
 
 
+def _select_one() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        return cursor.fetchone()[0]
+
+
 def _query() -> int:
-    """One request that runs one query, with the request cycle's ends around it."""
-    request_boundary()
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
-            return cursor.fetchone()[0]
-    finally:
-        request_boundary()
+    """One request that runs one query."""
+    return as_request(_select_one)
 
 
 @pytest.fixture
@@ -86,15 +99,11 @@ def test_a_connection_idle_past_the_window_is_checked_and_replaced_when_dropped(
 def test_a_connection_dropped_while_busy_fails_one_request_with_a_503_problem(client, settings):
     settings.DB_HEALTH_CHECK_IDLE_SECONDS = 60
     auth = {"HTTP_AUTHORIZATION": f"Bearer {issue_key(scopes=('tasks:write',)).token}"}
-    request_boundary()
-    run_id = client.post(RUNS, {"task": "t"}, content_type="application/json", HTTP_IDEMPOTENCY_KEY="start",
-                         **auth).json()["id"]
-    request_boundary()
+    run_id = as_request(lambda: client.post(RUNS, {"task": "t"}, content_type="application/json",
+                                            HTTP_IDEMPOTENCY_KEY="start", **auth)).json()["id"]
     _drop_connection()
 
-    request_boundary()
-    failed = client.get(f"{RUNS}/{run_id}", **auth)
-    request_boundary()
+    failed = as_request(lambda: client.get(f"{RUNS}/{run_id}", **auth))
 
     assert failed.status_code == 503
     assert failed["Content-Type"] == "application/problem+json"
@@ -110,13 +119,6 @@ def test_over_grpc_a_database_restart_costs_at_most_one_unavailable_call_per_thr
     """Every session of a running `grpcserve` is ended, as a database restart would: each worker
     thread's next call is OK (a new connection) or UNAVAILABLE `database_unavailable` (its connection
     was busy less than DB_HEALTH_CHECK_IDLE_SECONDS ago, so not checked); never INTERNAL, and it heals."""
-    import grpc
-
-    from apps.gateway.grpc.gen.modeloman.v1 import control_plane_pb2 as pb
-    from apps.gateway.grpc.gen.modeloman.v1 import control_plane_pb2_grpc as pb_grpc
-    from tests.gateway.test_grpc_server import channel, error_code
-    from tests.processes import grpcserve
-
     workers = 4
     metadata = [("authorization", f"Bearer {issue_key(scopes=('tasks:write',)).token}")]
     with grpcserve(env={"GRPC_MAX_WORKERS": str(workers), "DB_HEALTH_CHECK_IDLE_SECONDS": "60"}) as (_, address), \
@@ -146,18 +148,12 @@ def test_over_grpc_a_database_restart_costs_at_most_one_unavailable_call_per_thr
 
 @pytest.mark.django_db(transaction=True)
 def test_a_write_on_a_dropped_connection_is_a_503_and_its_retry_writes_once(client, settings):
-    from apps.telemetry.models import Run
-
     settings.DB_HEALTH_CHECK_IDLE_SECONDS = 60
     auth = {"HTTP_AUTHORIZATION": f"Bearer {issue_key(scopes=('tasks:write',)).token}"}
 
     def start_run():
-        request_boundary()
-        try:
-            return client.post(RUNS, {"task": "t"}, content_type="application/json", HTTP_IDEMPOTENCY_KEY="once",
-                               **auth)
-        finally:
-            request_boundary()
+        return as_request(lambda: client.post(RUNS, {"task": "t"}, content_type="application/json",
+                                              HTTP_IDEMPOTENCY_KEY="once", **auth))
 
     assert _query() == 1
     runs_before = Run.objects.count()
