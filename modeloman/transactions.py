@@ -76,14 +76,18 @@ def database_failure(error: BaseException) -> Unavailable | None:
     if not isinstance(error, (OperationalError, InterfaceError)):
         return None
     sqlstate = getattr(error.__cause__, "sqlstate", None) or ""
-    first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
     if sqlstate in TIMEOUT_SQLSTATES:
-        logger.warning("database timeout: %s", first_line)
+        logger.warning("database timeout: %s", _first_line(error))
         return DatabaseTimeout("The database did not answer in time; retry shortly.")
     if sqlstate.startswith(CONNECTION_LOST_SQLSTATES) or getattr(connection.connection, "broken", False):
-        logger.warning("database connection lost: %s", first_line)
+        logger.warning("database connection lost: %s", _first_line(error))
         return DatabaseUnavailable("The connection to the database was lost; retry shortly.")
     return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else repr(error)
 
 
 def atomic_with_retry(work: Callable[[], T], *, attempts: int = MAX_ATTEMPTS) -> T:
