@@ -14,6 +14,7 @@ import runpy
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -209,3 +210,8 @@ def cpu_per_answer(before: dict[str, float] | None, after: dict[str, float] | No
     if before is None or after is None or not answers:
         return None
     return {side: max(0.0, after[side] - before[side]) * 1000 / answers for side in before}
+
+
+def cpu_medians(samples: list[dict[str, float]]) -> str:
+    """`side ms, ...`: the median over `samples` (cpu_per_answer results) of each side's CPU."""
+    return ", ".join(f"{side} {statistics.median(sample[side] for sample in samples):.2f}" for side in samples[0])

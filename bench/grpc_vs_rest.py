@@ -35,7 +35,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 BASE_DIR = BENCH_DIR.parent
 BATCH = 1000
 sys.path.insert(0, str(BENCH_DIR))
-from _http import cpu_by_side, cpu_per_answer  # noqa: E402  # needs no Django
+from _http import cpu_by_side, cpu_medians, cpu_per_answer  # noqa: E402  # needs no Django
 
 
 def batch_items() -> list[dict]:
@@ -256,8 +256,7 @@ def print_cpu(results: dict[tuple[str, str], list[dict]], operation: str) -> Non
     for transport in ("grpc", "rest"):
         samples = [r["cpu"] for r in results[operation, transport] if r.get("cpu")]
         if samples:
-            print(f"  CPU per call, {transport}, ms (medians; /proc): " + ", ".join(
-                f"{side} {statistics.median(c[side] for c in samples):.2f}" for side in samples[0]))
+            print(f"  CPU per call, {transport}, ms (medians; /proc): {cpu_medians(samples)}")
 
 
 def grpc_batch_bytes() -> int:

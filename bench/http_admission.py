@@ -57,10 +57,10 @@ from decimal import Decimal  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from _http import (  # noqa: E402
-    CPU_SIDES,
     WorkerModel,
     WrkResult,
     cpu_by_side,
+    cpu_medians,
     cpu_per_answer,
     database_url,
     deployed_model,
@@ -242,9 +242,8 @@ def full_run(args, token: str, env: dict[str, str], workdir: Path) -> None:
     print(f"admission / readyz: {ratio:.2f}x (target >= 0.6x); admission p99 at {CONNECTIONS} connections: "
           f"{p99:.1f} ms (target <= 20 ms); {reserved} reservations, {denied} denied")
     if cpu["readyz"] and cpu["admission"]:
-        print("CPU per answer, ms (medians of the rounds; /proc, load generator not counted): " + "; ".join(
-            f"{what} " + ", ".join(f"{side} {statistics.median(c[side] for c in cpu[what]):.2f}" for side in CPU_SIDES)
-            for what in ("readyz", "admission")))
+        print("CPU per answer, ms (medians of the rounds; /proc, load generator not counted): "
+              f"readyz {cpu_medians(cpu['readyz'])}; admission {cpu_medians(cpu['admission'])}")
     print(f"Batch ingest, {BATCH}-attempt bodies, {ingest_connections} connections over HTTP to {model} / "
           f"{INGEST_WRITERS} writer processes in-process; rows counted after every pass")
     for label, rates in (("POST /api/v1/attempts (HTTP)", http_ingest),
