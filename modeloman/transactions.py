@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import TypeVar
 
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
@@ -96,11 +97,23 @@ def atomic_with_retry(work: Callable[[], T], *, attempts: int = MAX_ATTEMPTS) ->
     Only an outermost transaction can be run again (inside one, the caller's earlier work is
     lost too), so inside an atomic block a conflict becomes ServiceBusy straight away.
     """
+    return _with_retry(work, transaction.atomic, attempts=attempts)
+
+
+def statement_with_retry(work: Callable[[], T], *, attempts: int = MAX_ATTEMPTS) -> T:
+    """`atomic_with_retry` for `work` that sends ONE statement: outside an atomic block (autocommit)
+    the statement is its own transaction, with no BEGIN or COMMIT round trip; inside one it runs in a
+    savepoint, so that if it fails the caller's transaction is still usable."""
+    return _with_retry(work, lambda: transaction.atomic() if connection.in_atomic_block else nullcontext(),
+                       attempts=attempts)
+
+
+def _with_retry(work: Callable[[], T], transaction_of: Callable[[], AbstractContextManager], *, attempts: int) -> T:
     if connection.in_atomic_block:
         attempts = 1
     for attempt in range(1, attempts + 1):
         try:
-            with transaction.atomic():
+            with transaction_of():
                 return work()
         except (OperationalError, IntegrityError) as error:
             if not is_retryable(error):

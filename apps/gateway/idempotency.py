@@ -16,6 +16,10 @@ transaction (one commit, one WAL flush per write; issue 10):
 - 409 `idempotency_in_flight` remains for a committed `in_flight` record, which only a writer of
   the former two-transaction scheme (a rolling deploy) leaves behind; such a claim abandoned by a
   crashed process is taken over after a lease, and an expired record at any time.
+
+The claim rules live in one SQL function, `idempotency_claim` (gateway migration 0003), so that a
+write done in one statement (`in_one_statement`: admission, apps.policy.ledger) claims exactly as
+the full path does.
 """
 
 from __future__ import annotations
@@ -39,9 +43,6 @@ from modeloman.transactions import atomic_with_retry
 
 KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 IN_FLIGHT_LEASE = timedelta(seconds=60)
-# Each pass either claims, replays, refuses, or saw a failed holder vanish; the last keeps repeating
-# only while other requests keep failing with the same key, and then the answer is 409.
-_CLAIM_ATTEMPTS = 3
 _SECRET_NAME_RE = re.compile(r"(^|[_-])(token|secret|password|authorization|api[_-]?key|digest)$", re.IGNORECASE)
 _TOKEN_RE = re.compile(r"mmk_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}")
 
@@ -86,51 +87,56 @@ def _storable(text: str) -> str:
     return text.replace("\x00", "\\u0000")
 
 
-_CLAIM = """
-    INSERT INTO telemetry_idempotencyrecord
-        (principal, key, operation, fingerprint, state, created_at, expires_at)
-    VALUES (%s, %s, %s, %s, 'in_flight', %s, %s)
-    ON CONFLICT (principal, key) DO NOTHING
-    RETURNING id
-"""
-_TAKE_OVER = """
-    UPDATE telemetry_idempotencyrecord
-    SET operation = %s, fingerprint = %s, state = 'in_flight', created_at = %s, expires_at = %s,
-        response_status = NULL, response_body = NULL
-    WHERE id = %s AND (expires_at <= %s OR (state = 'in_flight' AND created_at <= %s))
-    RETURNING id
-"""
+_CLAIM = "SELECT * FROM idempotency_claim(%s, %s, %s, %s, %s, %s, %s)"  # gateway migration 0003
 _STORE = """
     UPDATE telemetry_idempotencyrecord SET state = 'completed', response_status = %s, response_body = %s::jsonb
     WHERE id = %s
 """
 
 
-def _claim(principal: str, key: str, operation: str, fingerprint: str) -> int | IdempotencyRecord:
-    """A new claim's id, or the completed record to replay. Raises 409/422."""
-    for _ in range(_CLAIM_ATTEMPTS):
+@dataclass(frozen=True)
+class Outcome:
+    """What a write answered: `status` (an HTTP status; gRPC stores 200 for OK) and the body,
+    as it ran now or, `replayed`, as stored by the first request with the same key."""
+
+    status: int
+    body: Any
+    replayed: bool = False
+    answer: Any = None  # a write done in one statement: its result as the transport answers it, if it has one
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A write's claim on its key: who, which key, for which operation and request."""
+
+    principal: str
+    key: str
+    operation: str
+    fingerprint: str
+
+    def params(self) -> list[Any]:
+        """The first seven arguments of `idempotency_claim` (and of the one-statement writes that
+        call it): principal, key, operation, fingerprint, now, the record's expiry, the lease cutoff."""
         now = timezone.now()
-        expires = now + retention()
-        with connection.cursor() as cursor:  # inside the write's transaction (see idempotent())
-            cursor.execute(_CLAIM, [principal, key, operation, fingerprint, now, expires])
-            row = cursor.fetchone()
-            if row:
-                return row[0]
-            record = IdempotencyRecord.objects.filter(principal=principal, key=key).first()
-            if record is None:
-                # Deleted between our INSERT and this read (reaped, or a former-scheme claim whose
-                # write failed): claim again.
-                continue
-            cursor.execute(_TAKE_OVER, [operation, fingerprint, now, expires, record.pk, now, now - IN_FLIGHT_LEASE])
-            row = cursor.fetchone()
-            if row:  # the old record expired, or its writer died mid-flight
-                return row[0]
-        if record.fingerprint != fingerprint:
+        return [self.principal, self.key, self.operation, self.fingerprint, now, now + retention(),
+                now - IN_FLIGHT_LEASE]
+
+    def settle(self, row: tuple) -> int | Outcome:
+        """`idempotency_claim`'s row: the new claim's id, or the completed record to replay.
+        Raises 422 when the key was used for another request, 409 while it is in flight."""
+        claim_id, state, fingerprint, status, body = row
+        if claim_id is not None:
+            return claim_id
+        if fingerprint != self.fingerprint:
             raise KeyReused("This Idempotency-Key was used for a different request.")
-        if record.state == IdempotencyRecord.State.IN_FLIGHT:
-            break
-        return record
-    raise Conflict("A request with this Idempotency-Key is still in progress.", code="idempotency_in_flight")
+        if state == IdempotencyRecord.State.IN_FLIGHT:
+            raise Conflict("A request with this Idempotency-Key is still in progress.", code="idempotency_in_flight")
+        return Outcome(status, stored_body(body), replayed=True)
+
+
+def stored_body(body: str | Any) -> Any:
+    """A stored response body as a raw query returns it: Django has psycopg hand jsonb over as text."""
+    return json.loads(body) if isinstance(body, str) else body
 
 
 def _fingerprint(operation: str, request: bytes) -> str:
@@ -146,16 +152,6 @@ class _Refused(Exception):  # noqa: N818  # a wrapper, not an error of its own
         self.error = error
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What a write answered: `status` (an HTTP status; gRPC stores 200 for OK) and the body,
-    as it ran now or, `replayed`, as stored by the first request with the same key."""
-
-    status: int
-    body: Any
-    replayed: bool = False
-
-
 def check_key(key: str | None) -> str:
     """The key, or the 400 / INVALID_ARGUMENT every transport gives for a missing or malformed one."""
     if key is None:
@@ -167,35 +163,50 @@ def check_key(key: str | None) -> str:
     return key
 
 
+# A write that can run as one statement (claim, write and stored response in one round trip): given
+# the claim, its Outcome, or None when this request needs the full path (`run` under `idempotent`).
+OneStatementWrite = Callable[[Claim], Outcome | None]
+
+
 def idempotent(*, principal: KeyOwner, key: str | None, operation: str, request: bytes,
-               run: Callable[[], tuple[int, Any]]) -> Outcome:
+               run: Callable[[], tuple[int, Any]], in_one_statement: OneStatementWrite | None = None) -> Outcome:
     """Run a write once per (principal, key). `request` identifies the request (its bytes, with
     whatever else of it the transport considers part of it); `run` performs the write and returns
     (status, body). A domain error from `run` stores nothing and frees the key for a retry.
+    `in_one_statement`, where a write has one (admission), is tried first: it claims, writes and
+    stores in one statement, or hands the request back (None) to the full path.
 
     Raises 400 for a missing or malformed key, 422 when the key was used for another request,
     409 for a committed in-flight claim (former scheme). A duplicate of a request still running
     waits for it (module docstring)."""
-    key = check_key(key)
-    fingerprint = _fingerprint(operation, request)
+    claim = Claim(principal_scope(principal), check_key(key), operation, _fingerprint(operation, request))
 
     def claim_write_and_store() -> Outcome:
+        with connection.cursor() as cursor:  # inside the write's transaction
+            cursor.execute(_CLAIM, claim.params())
+            row = cursor.fetchone()
         try:
-            claim = _claim(principal_scope(principal), key, operation, fingerprint)
+            claim_id = claim.settle(row)
         except (Conflict, KeyReused) as error:  # told apart from a Conflict raised by `run`
             raise _Refused(error) from None
-        if isinstance(claim, IdempotencyRecord):
-            # _claim returns only completed records, and completing one stores its status.
-            return Outcome(claim.response_status, claim.response_body, replayed=True)  # type: ignore[arg-type]
+        if isinstance(claim_id, Outcome):
+            return claim_id
         status, body = run()
         with connection.cursor() as cursor:  # raw SQL: the ORM's update was ~9% of an admission's Python
-            cursor.execute(_STORE, [status, json.dumps(sanitize(body)), claim])
+            cursor.execute(_STORE, [status, json.dumps(sanitize(body)), claim_id])
         return Outcome(status, body)
 
     try:
-        # One transaction: an error (a domain error of `run`, a refusal) rolls the claim back with
-        # the write. A deadlock or serialization failure runs it all again (or ends as 503), never a 500.
-        outcome = atomic_with_retry(claim_write_and_store)
+        outcome = None
+        if in_one_statement is not None:
+            try:
+                outcome = in_one_statement(claim)
+            except (Conflict, KeyReused) as error:  # only the claim refuses in there
+                raise _Refused(error) from None
+        if outcome is None:
+            # One transaction: an error (a domain error of `run`, a refusal) rolls the claim back with
+            # the write. A deadlock or serialization failure runs it all again (or ends as 503), never a 500.
+            outcome = atomic_with_retry(claim_write_and_store)
     except _Refused as refused:
         metrics.idempotency_conflict(operation, refused.error.code)
         raise refused.error from None

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
 from urllib.parse import urlencode
 
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
+from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from apps.gateway.access import Op
+from apps.gateway.idempotency import Claim, Outcome
 from apps.gateway.rest.request import AgentRequest
 from apps.gateway.rest.serializers import (
     StrictBooleanField,
@@ -75,14 +78,19 @@ class AdmissionsApi(GatewayApi):
 
     @extend_schema(request=InputSerializer, responses=OutputSerializer)
     def post(self, request: AgentRequest) -> Response:
-        fields = validated(self.InputSerializer, request.data)
-        admission = ledger.admit(
-            principal=request.auth, model=fields["model"],
-            estimated_input_tokens=fields["estimated_input_tokens"],
-            estimated_output_tokens=fields["estimated_output_tokens"],
-            estimated_cost_usd=fields.get("estimated_cost_usd"),
-        )
+        admission = ledger.admit(principal=request.auth, **validated(self.InputSerializer, request.data))
         return Response(rendered(self.OutputSerializer, admission))
+
+    def write_in_one_statement(self, request: AgentRequest, claim: Claim) -> Outcome | None:
+        """The common admission (admitted, nothing would deny) in one round trip; anything else,
+        invalid input included, is answered by `post` under the full path, in its order. (A body
+        that is no JSON at all is refused here, before its key is looked at.)"""
+        try:
+            fields = validated(self.InputSerializer, request.data)
+        except ValidationError:
+            return None
+        return ledger.admit_in_one_statement(claim, principal=request.auth, **fields,
+                                             render=functools.partial(rendered, self.OutputSerializer))
 
 
 class LevelSerializer(serializers.ModelSerializer):

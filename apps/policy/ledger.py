@@ -15,20 +15,22 @@ The writes that change policy, caps and prices are in apps.policy.services.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from apps.gateway import metrics
-from apps.gateway.errors import Conflict, Forbidden, InvalidInput, NotFound
+from apps.gateway.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
+from apps.gateway.idempotency import Claim, Outcome, sanitize, stored_body
 from apps.keys.models import Agent
 from apps.policy.models import (
     LEDGER_MAX,
@@ -39,7 +41,7 @@ from apps.policy.models import (
 )
 from apps.policy.selectors import CapRule, EffectivePolicy, effective_policy, price_for
 from apps.policy.windows import window_start
-from modeloman.transactions import atomic_with_retry
+from modeloman.transactions import atomic_with_retry, statement_with_retry
 
 if TYPE_CHECKING:
     from apps.gateway.auth import Principal
@@ -156,12 +158,30 @@ def _rule_checks(policy: EffectivePolicy, *, model: str, tokens: int, cost: Deci
     return list(dict.fromkeys(reasons)), list(dict.fromkeys(would))
 
 
-def admit(*, principal: Principal, model: str, estimated_input_tokens: int, estimated_output_tokens: int,
-          estimated_cost_usd: Decimal | None = None, now: dt.datetime | None = None) -> Admission:
-    """Decide whether an agent may spend, and reserve the budget if so."""
+class _Plan(NamedTuple):
+    """An admission as far as the cached policy and prices decide it, before the ledger."""
+
+    policy: EffectivePolicy
+    model: str
+    tokens: int
+    cost: Decimal | None
+    reasons: list[str]
+    would: list[str]
+    windows: list[tuple[CapRule, dt.datetime]]
+    amounts: list[Decimal]
+
+    def reserve_params(self, reservation_id: uuid.UUID) -> list[Any]:
+        """`policy_reserve`'s arguments up to its creation time: caps, windows, amounts, modes,
+        metrics, the reservation's id, agent, model, tokens and cost."""
+        return [[c.id for c, _ in self.windows], [s for _, s in self.windows], self.amounts,
+                [c.enforce for c, _ in self.windows], [c.metric for c, _ in self.windows], reservation_id,
+                self.policy.agent_id, self.model, self.tokens, self.cost]
+
+
+def _plan(*, principal: Principal, model: str, estimated_input_tokens: int, estimated_output_tokens: int,
+          estimated_cost_usd: Decimal | None, now: dt.datetime) -> _Plan:
     if principal.agent_id is None:
         raise Forbidden("Only agent keys ask for admission.", code="not_an_agent")
-    now = now or timezone.now()
     policy = effective_policy(principal.agent_id)
     if policy is None:
         raise NotFound("Agent not found.")
@@ -170,21 +190,31 @@ def admit(*, principal: Principal, model: str, estimated_input_tokens: int, esti
     cost = price.cost(estimated_input_tokens, estimated_output_tokens) if price else estimated_cost_usd
     caps = [c for c in policy.caps if c.applies_to(model)]
     reasons, would = _rule_checks(policy, model=model, tokens=tokens, cost=cost, priced=price is not None, caps=caps)
-    result = Admission(allowed=not reasons, reasons=reasons, dry_run_would_deny=would, estimated_cost_usd=cost)
-    if reasons:
+    windows = [(c, window_start(c.window, now)) for c in caps]
+    amounts = [_amount(c.metric, cost=cost or Decimal(0), tokens=tokens) for c in caps]
+    return _Plan(policy, model, tokens, cost, reasons, would, windows, amounts)
+
+
+def admit(*, principal: Principal, model: str, estimated_input_tokens: int, estimated_output_tokens: int,
+          estimated_cost_usd: Decimal | None = None, now: dt.datetime | None = None) -> Admission:
+    """Decide whether an agent may spend, and reserve the budget if so."""
+    now = now or timezone.now()
+    plan = _plan(principal=principal, model=model, estimated_input_tokens=estimated_input_tokens,
+                 estimated_output_tokens=estimated_output_tokens, estimated_cost_usd=estimated_cost_usd, now=now)
+    policy, tokens, cost, windows = plan.policy, plan.tokens, plan.cost, plan.windows
+    result = Admission(allowed=not plan.reasons, reasons=plan.reasons, dry_run_would_deny=plan.would,
+                       estimated_cost_usd=cost)
+    if plan.reasons:
         _record_decision(policy, model, result, tokens)
         _count_decision(result)
         return result
 
-    windows = [(c, window_start(c.window, now)) for c in caps]
-    amounts = [_amount(c.metric, cost=cost or Decimal(0), tokens=tokens) for c in caps]
     reservation_id = uuid.uuid4()
     try:
-        rows = _reserve(windows, amounts, reservation_id=reservation_id, agent_id=policy.agent_id, model=model,
-                        tokens=tokens, cost=cost, now=now)
+        rows = _reserve(plan, reservation_id, now=now)
     except _CapDenied as denied:
-        result = Admission(allowed=False, reasons=[Reason.CAP_EXCEEDED.of(denied.cap_id)], dry_run_would_deny=would,
-                           estimated_cost_usd=cost, caps=_read_statuses(windows))
+        result = Admission(allowed=False, reasons=[Reason.CAP_EXCEEDED.of(denied.cap_id)],
+                           dry_run_would_deny=plan.would, estimated_cost_usd=cost, caps=_read_statuses(windows))
     else:
         for (cap, start), (_, used, reserved, limit, held) in zip(windows, rows, strict=True):
             if not held:
@@ -198,20 +228,72 @@ def admit(*, principal: Principal, model: str, estimated_input_tokens: int, esti
     return result
 
 
+_ADMIT_ONCE = (  # policy migration 0009
+    "SELECT * FROM policy_admit_once(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+    "%s::jsonb)")
+# What policy_admit_once raises for what only `admit` answers: a cap that does not fit, a dry-run cap that would deny.
+_NEEDS_FULL_PATH = frozenset({"MM001", "MM002"})
+
+
+def admit_in_one_statement(claim: Claim, *, principal: Principal, model: str, estimated_input_tokens: int,
+                           estimated_output_tokens: int, estimated_cost_usd: Decimal | None = None,
+                           render: Callable[[Admission], Any]) -> Outcome | None:
+    """`admit` under an idempotency claim (`idempotent(..., in_one_statement=...)`), in ONE statement:
+    the claim, the reservation and the stored response (`render` of the admission, with each cap's
+    figures filled in by the database) commit together in one round trip; the Outcome's `answer` is
+    the admission with those figures (None when replayed). For the common case only:
+    every rule passes and every cap fits. Otherwise None, before any write or with the statement
+    undone, and the caller runs `admit` under the full path, which records the decision."""
+    now = timezone.now()
+    try:
+        plan = _plan(principal=principal, model=model, estimated_input_tokens=estimated_input_tokens,
+                     estimated_output_tokens=estimated_output_tokens, estimated_cost_usd=estimated_cost_usd, now=now)
+    except DomainError:
+        return None  # raised again by `admit`, after the claim, as every write's errors are
+    if plan.reasons or plan.would:
+        return None
+    reservation_id = uuid.uuid4()
+    to_fill = (None, Decimal(0), Decimal(0), Decimal(0))  # each cap's figures: the statement fills them in
+    admission = Admission(allowed=True, reservation_id=reservation_id if plan.windows else None,
+                          estimated_cost_usd=plan.cost,
+                          caps=[_status(cap, start, to_fill) for cap, start in plan.windows])
+    body = json.dumps(sanitize(render(admission)))
+    params = [*claim.params(), *plan.reserve_params(reservation_id),
+              now + dt.timedelta(seconds=settings.RESERVATION_TTL_SECONDS), 200, body]
+
+    def admit_claim_and_store() -> tuple:
+        with connection.cursor() as cursor:
+            cursor.execute(_ADMIT_ONCE, params)
+            return cursor.fetchone()
+
+    try:
+        row = statement_with_retry(admit_claim_and_store)
+    except DatabaseError as error:
+        if getattr(error.__cause__, "sqlstate", None) in _NEEDS_FULL_PATH:
+            return None
+        raise
+    settled = claim.settle(row)
+    if isinstance(settled, Outcome):
+        return settled  # the key's earlier answer, replayed
+    _, _, _, status, body = row
+    body = stored_body(body)
+    for cap, filled in zip(admission.caps, body.get("caps", []), strict=True):  # gRPC's dict leaves out an empty list
+        cap.limit, cap.used, cap.reserved = (Decimal(filled[name]) for name in ("limit", "used", "reserved"))
+    metrics.admission_decided(allowed=True, reasons=[], dry_run_would_deny=[])
+    return Outcome(status, body, answer=admission)
+
+
 def _count_decision(result: Admission) -> None:
     # On commit: an admission inside a transaction that rolls back was never decided.
     transaction.on_commit(lambda: metrics.admission_decided(
         allowed=result.allowed, reasons=result.reasons, dry_run_would_deny=result.dry_run_would_deny))
 
 
-def _reserve(windows: list[tuple[CapRule, dt.datetime]], amounts: list[Decimal], *, reservation_id: uuid.UUID,
-             agent_id: int, model: str, tokens: int, cost: Decimal | None, now: dt.datetime) -> list[tuple]:
-    """Reserve every cap (and record the reservation) in one call to `policy_reserve`."""
-    if not windows:
+def _reserve(plan: _Plan, reservation_id: uuid.UUID, *, now: dt.datetime) -> list[tuple]:
+    """Reserve every cap (and record the reservation) in one call to `policy_reserve_or_deny`."""
+    if not plan.windows:
         return []
-    params: list[Any] = [[c.id for c, _ in windows], [s for _, s in windows], amounts, [c.enforce for c, _ in windows],
-              [c.metric for c, _ in windows], reservation_id, agent_id, model, tokens, cost, now,
-              now + dt.timedelta(seconds=settings.RESERVATION_TTL_SECONDS)]
+    params = [*plan.reserve_params(reservation_id), now, now + dt.timedelta(seconds=settings.RESERVATION_TTL_SECONDS)]
     sql = "SELECT * FROM policy_reserve_or_deny(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     # A denial comes back as a row, not an error (migration 0008), so the call needs no savepoint
     # inside the caller's transaction: one round trip either way.

@@ -53,32 +53,28 @@ def admit_traced(api_client, bearer, token) -> tuple[int, list[str]]:
     return status, sent
 
 
-def test_a_warm_admission_is_five_round_trips_in_one_transaction(api_client, bearer, agent_token,
-                                                                   django_assert_num_queries):
+def test_a_warm_admission_is_one_statement_and_one_round_trip(api_client, bearer, agent_token,
+                                                               django_assert_num_queries):
     assert api_client.post(ADMISSIONS, BODY, format="json", **bearer(agent_token)).status_code == 200  # fills caches
     # The request cycle's end, which Django's test client leaves out: a server runs it after every
     # request, and before the next request's first query the backend decides on a health check.
     close_old_connections()
-    with django_assert_num_queries(5) as captured:
+    with django_assert_num_queries(1) as captured:
         status, sent = admit_traced(api_client, bearer, agent_token)
     assert status == 200
-    statements = [query["sql"].split(None, 1)[0].upper() for query in captured.captured_queries]
-    # Claim, effect and stored response in one transaction, one commit (issue 10); the reservation
-    # reports a denial as a row, so it needs no savepoint: three statements do work, two are BEGIN/COMMIT.
-    assert statements == ["BEGIN", "INSERT", "SELECT", "UPDATE", "COMMIT"]
-    assert "telemetry_idempotencyrecord" in captured.captured_queries[1]["sql"]
-    assert "policy_reserve_or_deny(" in captured.captured_queries[2]["sql"]
-    assert "telemetry_idempotencyrecord" in captured.captured_queries[3]["sql"]
-    # One simple-protocol message, so one round trip, per statement; and no health check `SELECT 1`
-    # before them (modeloman/db/base.py: this connection was busy less than a second ago).
-    assert sent == ["Query"] * 5
+    # Claim, reservation and stored response in one statement, so in autocommit one transaction with
+    # no BEGIN or COMMIT of its own (issue 10; policy migration 0009).
+    assert "policy_admit_once(" in captured.captured_queries[0]["sql"]
+    # One simple-protocol message, so one round trip; and no health check `SELECT 1` before it
+    # (modeloman/db/base.py: this connection was busy less than a second ago).
+    assert sent == ["Query"]
 
 
 def test_a_cold_admission_adds_the_lookups_the_process_caches_answer(api_client, bearer, agent_token,
                                                                      django_assert_num_queries):
     # First request of a process (or after a NOTIFY): the key (and its coalesced last_used_at),
     # agent, policies, caps and price are read once, then served from the caches.
-    with django_assert_num_queries(11) as captured:
+    with django_assert_num_queries(7) as captured:
         status, _ = admit_traced(api_client, bearer, agent_token)
     assert status == 200
     tables = " ".join(query["sql"] for query in captured.captured_queries)

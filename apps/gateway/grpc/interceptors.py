@@ -26,7 +26,7 @@ import functools
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -43,7 +43,7 @@ from apps.gateway.access import OPERATIONS, AccessClass, Operation, require_acce
 from apps.gateway.auth import Principal
 from apps.gateway.grpc.errors import Failure, failure_for
 from apps.gateway.grpc.gen.modeloman.v1 import control_plane_pb2
-from apps.gateway.idempotency import idempotent
+from apps.gateway.idempotency import Claim, OneStatementWrite, Outcome, idempotent
 from apps.gateway.identity import client_address, new_request_id, request_context
 from apps.gateway.observe import request_finished, request_started
 from apps.gateway.signing import check_signed_write
@@ -212,24 +212,34 @@ def _acting_as(principal: Principal | None) -> Iterator[None]:
 
 
 def _once(operation: Operation, principal: Principal, call: Call, request: Message,
-          behaviour: Callable[[], Message]) -> Message:
+          behaviour: Callable[[], Message], in_one_statement: OneStatementWrite | None = None) -> Message:
     """Step 6, for every `write` of the access table: the gateway's idempotency core, with the same
     records as REST. The fingerprint is the request message serialized deterministically; the
-    stored response is the response message as a canonical dict (JSON field names of the .proto),
-    sanitized like REST's, and a replay parses it back (docs/architecture.md, "Idempotency")."""
+    stored response is the response message as a canonical dict (`stored_response`), sanitized like
+    REST's, and a replay parses it back (docs/architecture.md, "Idempotency")."""
     responses: list[Message] = []
 
     def run() -> tuple[int, Any]:
         response = behaviour()
         responses.append(response)
-        return 200, json_format.MessageToDict(response, preserving_proto_field_name=True)
+        return 200, stored_response(response)
 
     outcome = idempotent(principal=principal, key=call.metadata.get(IDEMPOTENCY_KEY), operation=operation.name,
-                         request=b"grpc\n" + request.SerializeToString(deterministic=True), run=run)
+                         request=b"grpc\n" + request.SerializeToString(deterministic=True), run=run,
+                         in_one_statement=in_one_statement)
     if not outcome.replayed:
-        return responses[-1]  # the run that committed: an earlier one may have been rolled back and retried
-    call.trailing.append((REPLAYED, "true"))
+        if responses:
+            return responses[-1]  # the run that committed: an earlier one may have been rolled back and retried
+        if isinstance(outcome.answer, Message):
+            return outcome.answer  # written in one statement: the stored response, built as a message
+    else:
+        call.trailing.append((REPLAYED, "true"))
     return json_format.ParseDict(outcome.body, _response_class(operation.name)())
+
+
+def stored_response(response: Message) -> dict[str, Any]:
+    """A response message as an idempotency record stores it (JSON field names of the .proto)."""
+    return json_format.MessageToDict(response, preserving_proto_field_name=True)
 
 
 @functools.cache
@@ -266,7 +276,8 @@ def _message(request: Any) -> Any:
     return request.message if isinstance(request, _Received) else request
 
 
-def _guard_unary(operation: Operation | None, name: str, behaviour: Behaviour) -> Behaviour:
+def _guard_unary(operation: Operation | None, name: str, behaviour: Behaviour,
+                 in_one_statement: OneStatementMethod | None = None) -> Behaviour:
     def guarded(request: Any, context: grpc.ServicerContext) -> Any:
         with _call_scope(context, name) as call:
             principal = _admit_caller(operation, name, call, request)
@@ -274,7 +285,8 @@ def _guard_unary(operation: Operation | None, name: str, behaviour: Behaviour) -
             message = _message(request)
             with _acting_as(principal):
                 if operation is not None and operation.is_write and principal is not None:
-                    return _once(operation, principal, call, message, lambda: behaviour(message, context))
+                    return _once(operation, principal, call, message, lambda: behaviour(message, context),
+                                 functools.partial(in_one_statement, message) if in_one_statement else None)
                 return behaviour(message, context)
         return None  # not reached: a failure aborts the call
 
@@ -295,8 +307,17 @@ def _guard_stream(operation: Operation | None, name: str, behaviour: Behaviour) 
     return guarded
 
 
+# A write a servicer can also do in one statement (Admit): the request and its claim → the outcome, or
+# None for the full path (apps.gateway.idempotency.idempotent's `in_one_statement`).
+OneStatementMethod = Callable[[Any, Claim], Outcome | None]
+
+
 class GatewayInterceptor(grpc.ServerInterceptor):
-    """Wraps each ControlPlane method (health and reflection pass through untouched)."""
+    """Wraps each ControlPlane method (health and reflection pass through untouched).
+    `in_one_statement`: the methods that can also write in one statement, by name."""
+
+    def __init__(self, in_one_statement: Mapping[str, OneStatementMethod] | None = None) -> None:
+        self.in_one_statement = dict(in_one_statement or {})
 
     def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails) -> Any:
         handler = continuation(handler_call_details)
@@ -309,7 +330,8 @@ class GatewayInterceptor(grpc.ServerInterceptor):
             deserializer = _keeping_bytes(deserializer)
         codec = {"request_deserializer": deserializer, "response_serializer": handler.response_serializer}
         if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(_guard_unary(operation, name, handler.unary_unary), **codec)
+            guarded = _guard_unary(operation, name, handler.unary_unary, self.in_one_statement.get(name))
+            return grpc.unary_unary_rpc_method_handler(guarded, **codec)
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(_guard_stream(operation, name, handler.unary_stream), **codec)
         return handler  # the contract has no client-streaming methods

@@ -17,7 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from apps.gateway.grpc.interceptors import SERVICE, GatewayInterceptor
-from apps.gateway.grpc.servicer import add_control_plane
+from apps.gateway.grpc.servicer import IN_ONE_STATEMENT, add_control_plane
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class GrpcServer:
         _keep_cache_connections_per_thread()
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_workers, thread_name_prefix="grpc-call"),
-            interceptors=[GatewayInterceptor()],
+            interceptors=[GatewayInterceptor(in_one_statement=IN_ONE_STATEMENT)],
             options=(*SERVER_OPTIONS, ("grpc.so_reuseport", int(share_port))),
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )

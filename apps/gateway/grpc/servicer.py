@@ -19,13 +19,16 @@ from apps.export.rpc import ExportRpc
 from apps.gateway.grpc.gen.modeloman.v1 import control_plane_pb2_grpc
 from apps.keys.rpc import KeysRpc
 from apps.leaderboard.rpc import LeaderboardRpc
-from apps.policy.rpc import PolicyRpc
+from apps.policy.rpc import PolicyRpc, admit_in_one_statement
 from apps.telemetry.rpc import TelemetryRpc
 
 
 class ControlPlane(KeysRpc, PolicyRpc, TelemetryRpc, ExportRpc, LeaderboardRpc, Service):
     pass
 
+
+# Methods that can also write in one statement (the guard tries them first; apps.gateway.idempotency).
+IN_ONE_STATEMENT = {"Admit": admit_in_one_statement}
 
 grpc_request_started.disconnect(close_old_connections)
 grpc_request_finished.disconnect(close_old_connections)
