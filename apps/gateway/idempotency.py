@@ -24,6 +24,7 @@ the full path does.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -73,18 +74,28 @@ def principal_scope(principal: KeyOwner) -> str:
 def sanitize(value: Any) -> Any:
     """Stored responses never keep anything that looks like a credential, nor a NUL character
     (jsonb cannot store it; it is kept as the six characters `\\u0000`)."""
+    if isinstance(value, str):
+        return _storable_text(value)
     if isinstance(value, dict):
-        return {_storable(str(k)): "[redacted]" if _SECRET_NAME_RE.search(str(k)) else sanitize(v)
-                for k, v in value.items()}
+        return {key: "[redacted]" if secret else sanitize(v)
+                for (key, secret), v in zip(map(_storable_key, value), value.values(), strict=True)}
     if isinstance(value, list):
         return [sanitize(v) for v in value]
-    if isinstance(value, str):
-        return _TOKEN_RE.sub("[redacted]", _storable(value))
     return value
 
 
-def _storable(text: str) -> str:
-    return text.replace("\x00", "\\u0000")
+def _storable_text(text: str) -> str:
+    # The substring tests first: most text holds neither, and they cost far less than the regex.
+    if "\x00" in text:
+        text = text.replace("\x00", "\\u0000")
+    return _TOKEN_RE.sub("[redacted]", text) if "mmk_" in text else text
+
+
+@functools.lru_cache(maxsize=4096, typed=True)  # response keys repeat (field names); a bounded cache for the rest
+def _storable_key(key: Any) -> tuple[str, bool]:
+    """A key as stored, and whether its value is to be redacted."""
+    text = str(key)
+    return text.replace("\x00", "\\u0000"), bool(_SECRET_NAME_RE.search(text))
 
 
 _CLAIM = "SELECT * FROM idempotency_claim(%s, %s, %s, %s, %s, %s, %s)"  # gateway migration 0003

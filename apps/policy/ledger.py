@@ -170,13 +170,6 @@ class _Plan(NamedTuple):
     windows: list[tuple[CapRule, dt.datetime]]
     amounts: list[Decimal]
 
-    def reserve_params(self, reservation_id: uuid.UUID) -> list[Any]:
-        """`policy_reserve`'s arguments up to its creation time: caps, windows, amounts, modes,
-        metrics, the reservation's id, agent, model, tokens and cost."""
-        return [[c.id for c, _ in self.windows], [s for _, s in self.windows], self.amounts,
-                [c.enforce for c, _ in self.windows], [c.metric for c, _ in self.windows], reservation_id,
-                self.policy.agent_id, self.model, self.tokens, self.cost]
-
 
 def _plan(*, principal: Principal, model: str, estimated_input_tokens: int, estimated_output_tokens: int,
           estimated_cost_usd: Decimal | None, now: dt.datetime) -> _Plan:
@@ -229,8 +222,7 @@ def admit(*, principal: Principal, model: str, estimated_input_tokens: int, esti
 
 
 _ADMIT_ONCE = (  # policy migration 0009
-    "SELECT * FROM policy_admit_once(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-    "%s::jsonb)")
+    "SELECT * FROM policy_admit_once(%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)")
 # What policy_admit_once raises for what only `admit` answers: a cap that does not fit, a dry-run cap that would deny.
 _NEEDS_FULL_PATH = frozenset({"MM001", "MM002"})
 
@@ -258,7 +250,9 @@ def admit_in_one_statement(claim: Claim, *, principal: Principal, model: str, es
                           estimated_cost_usd=plan.cost,
                           caps=[_status(cap, start, to_fill) for cap, start in plan.windows])
     body = json.dumps(sanitize(render(admission)))
-    params = [*claim.params(), *plan.reserve_params(reservation_id),
+    caps = json.dumps([[cap.id, start.isoformat(), str(amount), cap.enforce, cap.metric]
+                       for (cap, start), amount in zip(plan.windows, plan.amounts, strict=True)])
+    params = [*claim.params(), caps, reservation_id, plan.policy.agent_id, model, plan.tokens, plan.cost,
               now + dt.timedelta(seconds=settings.RESERVATION_TTL_SECONDS), 200, body]
 
     def admit_claim_and_store() -> tuple:
@@ -293,7 +287,11 @@ def _reserve(plan: _Plan, reservation_id: uuid.UUID, *, now: dt.datetime) -> lis
     """Reserve every cap (and record the reservation) in one call to `policy_reserve_or_deny`."""
     if not plan.windows:
         return []
-    params = [*plan.reserve_params(reservation_id), now, now + dt.timedelta(seconds=settings.RESERVATION_TTL_SECONDS)]
+    windows = plan.windows
+    params: list[Any] = [
+        [c.id for c, _ in windows], [s for _, s in windows], plan.amounts, [c.enforce for c, _ in windows],
+        [c.metric for c, _ in windows], reservation_id, plan.policy.agent_id, plan.model, plan.tokens, plan.cost,
+        now, now + dt.timedelta(seconds=settings.RESERVATION_TTL_SECONDS)]
     sql = "SELECT * FROM policy_reserve_or_deny(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     # A denial comes back as a row, not an error (migration 0008), so the call needs no savepoint
     # inside the caller's transaction: one round trip either way.

@@ -65,8 +65,8 @@ def test_the_answer_is_what_the_ledger_holds_and_what_a_retry_replays(door, agen
         row = UsageLedger.objects.get(cap_id=status["cap_id"])
         assert figures(status) == (row.limit_snapshot, row.used, row.reserved,
                                    row.limit_snapshot - row.used - row.reserved)
-    assert figures(first.data["caps"][0]) == (Decimal(10), 0, Decimal(1), Decimal(9))
-    assert figures(first.data["caps"][1]) == (Decimal(5), 0, Decimal(1), Decimal(4))
+    assert figures(first.data["caps"][0]) == (Decimal(10), Decimal(0), Decimal(1), Decimal(9))
+    assert figures(first.data["caps"][1]) == (Decimal(5), Decimal(0), Decimal(1), Decimal(4))
     reservation = Reservation.objects.get()
     assert str(reservation.id) == first.data["reservation_id"]
     assert reservation.estimated_cost_usd == Decimal(1) and reservation.state == Reservation.State.HELD
@@ -88,7 +88,7 @@ def test_a_cap_that_does_not_fit_is_denied_recorded_and_replayed(door, agent_tok
     denied = door.call(Op.ADMIT, token, BODY, idempotency_key="too-much")
     assert denied.ok and denied.data["allowed"] is False
     assert denied.data["reasons"] == [f"cap_exceeded:{cap.pk}"]
-    assert figures(denied.data["caps"][0]) == (Decimal("1.5"), 0, Decimal(1), Decimal("0.5"))
+    assert figures(denied.data["caps"][0]) == (Decimal("1.5"), Decimal(0), Decimal(1), Decimal("0.5"))
     assert not denied.data.get("reservation_id")
     assert Reservation.objects.count() == 1  # the statement that tried was undone whole, claim included
     decision = AdmissionDecision.objects.get()

@@ -25,8 +25,7 @@ FORWARD = r"""
 CREATE OR REPLACE FUNCTION policy_admit_once(
     p_principal text, p_key text, p_operation text, p_fingerprint text,
     p_now timestamptz, p_record_expires_at timestamptz, p_lease_cutoff timestamptz,
-    p_cap_ids bigint[], p_window_starts timestamptz[], p_amounts numeric[], p_enforce boolean[],
-    p_metrics text[], p_reservation_id uuid, p_agent_id bigint, p_model text, p_tokens bigint, p_cost numeric,
+    p_caps jsonb, p_reservation_id uuid, p_agent_id bigint, p_model text, p_tokens bigint, p_cost numeric,
     p_reservation_expires_at timestamptz, p_status integer, p_body jsonb
 ) RETURNS TABLE (claim_id bigint, record_state text, record_fingerprint text, record_status integer,
                  record_body jsonb)
@@ -36,6 +35,11 @@ DECLARE
     cap record;
     i integer := 0;
     body jsonb := p_body;
+    cap_ids bigint[];
+    window_starts timestamptz[];
+    amounts numeric[];
+    enforce boolean[];
+    metrics text[];
 BEGIN
     SELECT * INTO claim FROM idempotency_claim(p_principal, p_key, p_operation, p_fingerprint, p_now,
                                                p_record_expires_at, p_lease_cutoff);
@@ -46,8 +50,14 @@ BEGIN
         RETURN NEXT;
         RETURN;
     END IF;
-    FOR cap IN SELECT * FROM policy_reserve(p_cap_ids, p_window_starts, p_amounts, p_enforce, p_metrics,
-                                            p_reservation_id, p_agent_id, p_model, p_tokens, p_cost, p_now,
+    -- The caps come as one JSON array, [[cap id, window start, amount, enforce, metric], ...] in cap-id
+    -- order: five SQL arrays cost the client several times more to send (psycopg adapts them in Python).
+    SELECT array_agg((c->>0)::bigint ORDER BY n), array_agg((c->>1)::timestamptz ORDER BY n),
+           array_agg((c->>2)::numeric ORDER BY n), array_agg((c->>3)::boolean ORDER BY n), array_agg(c->>4 ORDER BY n)
+      INTO cap_ids, window_starts, amounts, enforce, metrics
+      FROM jsonb_array_elements(p_caps) WITH ORDINALITY AS e(c, n);
+    FOR cap IN SELECT * FROM policy_reserve(cap_ids, window_starts, amounts, enforce, metrics, p_reservation_id,
+                                            p_agent_id, p_model, p_tokens, p_cost, p_now,
                                             p_reservation_expires_at) LOOP
         IF NOT cap.held THEN
             RAISE EXCEPTION 'dry-run cap % would deny', cap.cap_id USING ERRCODE = 'MM002';
@@ -68,9 +78,8 @@ $$;
 """
 
 REVERSE = """
-DROP FUNCTION IF EXISTS policy_admit_once(text, text, text, text, timestamptz, timestamptz, timestamptz, bigint[],
-                                          timestamptz[], numeric[], boolean[], text[], uuid, bigint, text, bigint,
-                                          numeric, timestamptz, integer, jsonb);
+DROP FUNCTION IF EXISTS policy_admit_once(text, text, text, text, timestamptz, timestamptz, timestamptz, jsonb, uuid,
+                                          bigint, text, bigint, numeric, timestamptz, integer, jsonb);
 """
 
 
