@@ -292,7 +292,12 @@ class Reservation(models.Model):
         RELEASED = "released"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="reservations")
+    # No database-level foreign key: its check locks the agent's row FOR KEY SHARE in every admission,
+    # and concurrent admissions of one agent then share that lock as a new MultiXact each time, which
+    # cost 7-11% of gRPC admission throughput (docs/benchmarks.md). Reservations are only written by
+    # admission, for the agent that just authenticated; PROTECT still refuses deleting an agent that
+    # has any (Django enforces on_delete itself), as its keys already do.
+    agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="reservations", db_constraint=False)
     model = models.CharField(max_length=128)
     estimated_tokens = models.BigIntegerField()
     estimated_cost_usd = models.DecimalField(max_digits=18, decimal_places=6, null=True)

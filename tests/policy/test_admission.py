@@ -304,3 +304,23 @@ def test_a_denial_by_a_later_cap_undoes_the_earlier_caps_reservation(in_a_transa
     assert (ledger(roomy).reserved, ledger(tight).reserved) == (Decimal("10"), Decimal("1"))
     assert Reservation.objects.count() == 1
     assert {c.cap_id: c.reserved for c in denied.caps} == {roomy.pk: Decimal("10"), tight.pk: Decimal("1")}
+
+
+@pytest.mark.django_db
+def test_an_agent_holding_reservations_cannot_be_deleted():
+    """Reservations point at their agent without a database constraint (apps/policy/models.py says
+    why); the ORM still protects them, and the database still refuses a raw delete of the agent,
+    whose keys reference it."""
+    from django.db.models import ProtectedError
+
+    make_price("gpt-test", input_per_mtok="10")
+    make_cap(limit="100")
+    principal = principal_for()
+    assert admit(principal).reservation_id is not None
+    agent = Reservation.objects.get().agent
+    with pytest.raises(ProtectedError):
+        agent.delete()
+    with pytest.raises(IntegrityError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # what COMMIT would check
+        cursor.execute("DELETE FROM keys_agent WHERE id = %s", [agent.pk])
+    assert Reservation.objects.get().agent_id == agent.pk
