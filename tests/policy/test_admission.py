@@ -1,11 +1,10 @@
 import datetime as dt
-import threading
 from contextlib import nullcontext
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from django.db import IntegrityError, connection, connections, transaction
+from django.db import IntegrityError, connection, transaction
 
 from apps.audit.models import AuditEvent
 from apps.gateway.auth import authenticate_token
@@ -14,6 +13,7 @@ from apps.policy import ledger as policy_ledger
 from apps.policy import services
 from apps.policy.models import AdmissionDecision, PolicyCap, Reservation, UsageLedger
 from apps.policy.windows import window_start
+from tests.concurrently import at_once
 from tests.factories import TEST_ACTOR, AgentFactory, issue_key, make_cap, make_price
 
 MILLION = 1_000_000
@@ -37,25 +37,7 @@ def test_forty_concurrent_admissions_never_overshoot_the_cap():
     make_price("gpt-test", input_per_mtok="10")  # 1M input tokens cost $10
     principal = principal_for()
     cap = make_cap(limit="100")
-    barrier = threading.Barrier(40)
-    results, errors = [], []
-
-    def worker():
-        try:
-            barrier.wait()
-            results.append(admit(principal))
-        except Exception as error:  # pragma: no cover - reported below
-            errors.append(error)
-        finally:
-            connections.close_all()  # each thread had its own connection
-
-    threads = [threading.Thread(target=worker) for _ in range(40)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-    assert errors == []
+    results = at_once(40, lambda: admit(principal))
     allowed = [r for r in results if r.allowed]
     denied = [r for r in results if not r.allowed]
     assert len(allowed) == 10 and len(denied) == 30

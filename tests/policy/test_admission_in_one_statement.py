@@ -5,17 +5,16 @@ cap that would deny) is handed to the full path, which records the decision as b
 
 from __future__ import annotations
 
-import threading
 import uuid
 from decimal import Decimal
 
 import grpc
 import pytest
-from django.db import connections
 
 from apps.gateway.access import Op
 from apps.gateway.models import IdempotencyRecord
 from apps.policy.models import AdmissionDecision, Reservation, UsageLedger
+from tests.concurrently import at_once
 from tests.factories import AgentFactory, issue_key, make_cap, make_price
 from tests.gateway.transports import Grpc, Rest
 from tests.processes import grpcserve
@@ -117,24 +116,7 @@ def test_concurrent_duplicates_wait_for_the_first_and_replay_it(agent_token):
     _, token = agent_token
     cap = make_cap(limit="100")
     key = f"dup-{uuid.uuid4().hex}"
-    barrier = threading.Barrier(6)
-    answers, errors = [], []
-
-    def send() -> None:
-        try:
-            barrier.wait()
-            answers.append(Rest().call(Op.ADMIT, token, BODY, idempotency_key=key))
-        except Exception as error:  # pragma: no cover - reported below
-            errors.append(error)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=send) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    answers = at_once(6, lambda: Rest().call(Op.ADMIT, token, BODY, idempotency_key=key))
     assert all(answer.ok for answer in answers)
     assert sorted(answer.replayed for answer in answers) == [False] + [True] * 5
     assert all(answer.data == answers[0].data for answer in answers)

@@ -10,6 +10,7 @@ from apps.gateway.idempotency import sanitize
 from apps.gateway.models import IdempotencyRecord
 from apps.telemetry.maintenance import idempotency_records_reap
 from apps.telemetry.models import Run
+from tests.concurrently import at_once
 from tests.factories import AgentFactory, issue_key
 
 RUNS = "/api/v1/runs"
@@ -117,25 +118,9 @@ def test_twenty_concurrent_identical_requests_have_exactly_one_effect():
     from rest_framework.test import APIClient
 
     token = issue_key(scopes=["tasks:write"]).token
-    barrier = threading.Barrier(20)
-    statuses, bodies = [], []
     key = uuid.uuid4().hex
-
-    def worker():
-        client = APIClient()
-        try:
-            barrier.wait()
-            response = client.post(RUNS, {"task": "once"}, format="json", **headers(token, key))
-            statuses.append(response.status_code)
-            bodies.append(response.json())
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=worker) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    responses = at_once(20, lambda: APIClient().post(RUNS, {"task": "once"}, format="json", **headers(token, key)))
+    statuses, bodies = [r.status_code for r in responses], [r.json() for r in responses]
     assert Run.objects.count() == 1
     assert set(statuses) <= {201, 409} and 500 not in statuses and statuses.count(201) >= 1
     run_id = str(Run.objects.get().pk)
