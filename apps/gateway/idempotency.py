@@ -30,7 +30,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from django.conf import settings
@@ -125,10 +125,10 @@ class Claim:
     operation: str
     fingerprint: str
 
-    def params(self) -> list[Any]:
+    def params(self, now: datetime | None = None) -> list[Any]:
         """The first seven arguments of `idempotency_claim` (and of the one-statement writes that
         call it): principal, key, operation, fingerprint, now, the record's expiry, the lease cutoff."""
-        now = timezone.now()
+        now = now or timezone.now()
         return [self.principal, self.key, self.operation, self.fingerprint, now, now + retention(),
                 now - IN_FLIGHT_LEASE]
 

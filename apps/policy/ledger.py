@@ -252,7 +252,7 @@ def admit_in_one_statement(claim: Claim, *, principal: Principal, model: str, es
     body = json.dumps(sanitize(render(admission)))
     caps = json.dumps([[cap.id, start.isoformat(), str(amount), cap.enforce, cap.metric]
                        for (cap, start), amount in zip(plan.windows, plan.amounts, strict=True)])
-    params = [*claim.params(), caps, reservation_id, plan.policy.agent_id, model, plan.tokens, plan.cost,
+    params = [*claim.params(now), caps, reservation_id, plan.policy.agent_id, model, plan.tokens, plan.cost,
               now + dt.timedelta(seconds=settings.RESERVATION_TTL_SECONDS), 200, body]
 
     def admit_claim_and_store() -> tuple:
