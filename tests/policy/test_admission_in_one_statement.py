@@ -122,3 +122,13 @@ def test_concurrent_duplicates_wait_for_the_first_and_replay_it(agent_token):
     assert all(answer.data == answers[0].data for answer in answers)
     assert Reservation.objects.count() == 1
     assert UsageLedger.objects.get(cap=cap).reserved == Decimal(1)
+
+
+def test_an_admission_under_no_cap_holds_nothing_and_replays(door, agent_token):
+    _, token = agent_token
+    first = door.call(Op.ADMIT, token, BODY, idempotency_key="uncapped")
+    assert first.ok and first.data["allowed"] is True
+    assert not first.data.get("caps") and not first.data.get("reservation_id")
+    assert Reservation.objects.count() == 0
+    again = door.call(Op.ADMIT, token, BODY, idempotency_key="uncapped")
+    assert again.replayed and again.data == first.data
