@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from modeloman.invalidation import listener
 from tests import timescale_engine
+from tests.processes import grpcserve
 
 # Timescale-marked tests run only against the Timescale test engine (tests/timescale_engine.py),
 # which is migrated in place rather than copied into a test database.
@@ -48,6 +49,13 @@ def bearer():
 
     return _headers
 
+
+@pytest.fixture(scope="module")
+def server(django_db_setup):
+    """A real `manage.py grpcserve` on a free loopback port, one per test module: its address. A
+    module that needs other settings defines its own (tests/gateway/test_grpc_signing.py)."""
+    with grpcserve() as (_, address):
+        yield address
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -21,19 +21,12 @@ from apps.keys.models import Agent
 from tests.factories import TEST_ACTOR, AgentFactory, issue_key, make_cap, make_price
 from tests.gateway.test_routes import agent_routes
 from tests.gateway.transports import METHODS, Grpc, Rest
-from tests.processes import grpcserve
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ALL_SCOPES = [s.value for s in Scope]
 PRICED = "gpt-test"  # $1 / $2 per 1M tokens (make_price)
 UNPRICED = "mystery-model"
-
-
-@pytest.fixture(scope="module")
-def server(django_db_setup):
-    with grpcserve() as (_, address):
-        yield address
 
 
 @pytest.fixture

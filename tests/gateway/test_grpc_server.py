@@ -25,12 +25,6 @@ from tests.processes import database_url, grpcserve
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(scope="module")
-def server(django_db_setup):
-    with grpcserve() as (_, address):
-        yield address
-
-
 @contextlib.contextmanager
 def channel(address: str, credentials: grpc.ChannelCredentials | None = None):
     if credentials is None:

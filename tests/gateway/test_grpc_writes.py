@@ -23,17 +23,10 @@ from apps.policy import services as policy_services
 from apps.telemetry.models import Run
 from tests.factories import TEST_ACTOR, issue_key, make_cap, make_price
 from tests.gateway.transports import Grpc, Rest
-from tests.processes import grpcserve
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SCOPES = ["tasks:write", "telemetry:write", "policy:read", "policy:write"]
-
-
-@pytest.fixture(scope="module")
-def server(django_db_setup):
-    with grpcserve() as (_, address):
-        yield address
 
 
 @pytest.fixture

@@ -17,17 +17,10 @@ from apps.policy.models import AdmissionDecision, Reservation, UsageLedger
 from tests.concurrently import at_once
 from tests.factories import AgentFactory, issue_key, make_cap, make_price
 from tests.gateway.transports import Grpc, Rest
-from tests.processes import grpcserve
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BODY = {"model": "gpt-test", "estimated_input_tokens": 100000, "estimated_output_tokens": 0}  # $1 at $10/Mtok
-
-
-@pytest.fixture(scope="module")
-def server(django_db_setup):
-    with grpcserve() as (_, address):
-        yield address
 
 
 @pytest.fixture(params=["rest", "grpc"])
