@@ -27,6 +27,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 BASE_DIR = BENCH_DIR.parent
 BATCH = 1000
 sys.path.insert(0, str(BENCH_DIR))
+import _loadgen  # noqa: E402
 from _http import cpu_by_side, cpu_medians, cpu_per_answer  # noqa: E402  # needs no Django
 
 
@@ -114,21 +116,36 @@ SIDES = {"grpcserve": "grpcserve", "gunicorn": "gunicorn", "PostgreSQL": "postgr
 SERVER = {"grpc": "grpcserve", "rest": "gunicorn"}
 
 
+GRPC_METHODS = {"admit": "/modeloman.v1.ControlPlane/Admit",
+                "ingest": "/modeloman.v1.ControlPlane/RecordPromptAttempts"}
+GENERATORS = {"go": "bench/loadgen (Go) in its own process",
+              "python": "the Python agent client in threads of its own process"}
+REST_PATHS = {"admit": "/api/v1/admissions", "ingest": "/api/v1/attempts"}
+
+
 def run_load(transport: str, target: str, token: str, args) -> dict:
     """One load run; its figures, with `cpu`: ms of CPU per answer of the transport's server,
     PostgreSQL, Redis and the load generator (None without /proc)."""
     before = cpu_by_side(SIDES)
-    command = [sys.executable, str(Path(__file__).resolve()), "--load", transport, "--target", target,
-               "--token", token, "--seconds", str(args.seconds), "--concurrency", str(args.concurrency),
-               "--model", args.model, "--operation", args.operation]
-    completed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=args.seconds + 120)
-    if completed.returncode != 0:
-        raise SystemExit(f"load generator ({transport}) failed:\n{completed.stderr[-3000:]}")
-    figures = json.loads(completed.stdout.strip().splitlines()[-1])
+    if args.generator == "go":
+        figures = _loadgen.run(transport=transport, target=target, token=token,
+                               body=args.bodies[args.operation, transport], concurrency=args.concurrency,
+                               seconds=args.seconds, grpc_method=GRPC_METHODS[args.operation],
+                               rest_path=REST_PATHS[args.operation])
+    else:
+        command = [sys.executable, str(Path(__file__).resolve()), "--load", transport, "--target", target,
+                   "--token", token, "--seconds", str(args.seconds), "--concurrency", str(args.concurrency),
+                   "--model", args.model, "--operation", args.operation]
+        completed = subprocess.run(command, capture_output=True, text=True, check=False,
+                                   timeout=args.seconds + 120)
+        if completed.returncode != 0:
+            raise SystemExit(f"load generator ({transport}) failed:\n{completed.stderr[-3000:]}")
+        figures = json.loads(completed.stdout.strip().splitlines()[-1])
     if figures["errors"]:
         raise SystemExit(f"{transport} {args.operation}: {figures['errors']} errors, denials or short batches "
                          f"in {figures['requests']} calls")
     figures["rate"] = figures["requests"] / figures["seconds"]
+    figures["written"] = figures["requests"] + figures.get("warmup", 0)  # the Go generator's first calls write
     sides = cpu_per_answer(before, cpu_by_side(SIDES), figures["requests"])
     figures["cpu"] = sides and {"server": sides[SERVER[transport]], "PostgreSQL": sides["PostgreSQL"],
                                 "Redis": sides["Redis"],
@@ -158,6 +175,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--database", default="modeloman_bench_grpc")
+    parser.add_argument("--generator", choices=["go", "python"], default="go",
+                        help="go: bench/loadgen, compiled (default); python: the agent client library in "
+                             "threads of one process")
     parser.add_argument("--load", choices=["rest", "grpc"], help=argparse.SUPPRESS)
     parser.add_argument("--target", help=argparse.SUPPRESS)
     parser.add_argument("--token", help=argparse.SUPPRESS)
@@ -177,6 +197,8 @@ def main() -> None:
     from apps.policy.models import AdmissionDecision, Reservation
 
     model = deployed_model()
+    if args.generator == "go":
+        _loadgen.build()  # before any server starts: a missing toolchain says so at once
     size = grpc_batch_bytes()
     if size > MAX_RECEIVE_BYTES:
         raise SystemExit(f"a {BATCH}-attempt RecordPromptAttempts message is {size} bytes, over the "
@@ -185,6 +207,7 @@ def main() -> None:
     with throwaway_database(args.database):
         token = http_admission.seed()
         args.model = http_admission.ADMISSION_MODEL
+        args.bodies = request_bodies(args.model, Path(tempfile.mkdtemp(prefix="bench-grpc-bodies-")))
         env = {**os.environ, "DATABASE_URL": database_url(connection.settings_dict)}
         connections.close_all()
         grpc_process, address, grpc_processes = grpc_server(env)
@@ -197,7 +220,7 @@ def main() -> None:
                     warm = argparse.Namespace(**{**vars(args), "seconds": args.warmup, "operation": operation})
                     for transport, target in targets.items():
                         figures = run_load(transport, target, token, warm)
-                        ingest_calls += figures["requests"] if operation == "ingest" else 0
+                        ingest_calls += figures["written"] if operation == "ingest" else 0
                 for round_number in range(args.rounds):  # interleaved, order alternating: drift hits both
                     order = ["grpc", "rest"] if round_number % 2 == 0 else ["rest", "grpc"]
                     for operation in operations:
@@ -205,7 +228,7 @@ def main() -> None:
                         for transport in order:
                             figures = run_load(transport, targets[transport], token, these)
                             results[operation, transport].append(figures)
-                            ingest_calls += figures["requests"] if operation == "ingest" else 0
+                            ingest_calls += figures["written"] if operation == "ingest" else 0
         finally:
             grpc_process.terminate()
             grpc_process.wait(timeout=30)
@@ -222,7 +245,7 @@ def main() -> None:
 
     print(f"Admission, gRPC (grpcserve, {grpc_processes} process{'es' if grpc_processes > 1 else ''} x "
           f"GRPC_MAX_WORKERS={os.environ.get('GRPC_MAX_WORKERS', '16')}) vs REST "
-          f"(gunicorn {model}), production settings, loopback; load: a separate process, {args.concurrency} "
+          f"(gunicorn {model}), production settings, loopback; load: {GENERATORS[args.generator]}, {args.concurrency} "
           f"concurrent clients; medians of {args.rounds} interleaved rounds of {args.seconds:g} s")
     rates = {}
     for transport in ("grpc", "rest"):
@@ -261,12 +284,30 @@ def print_cpu(results: dict[tuple[str, str], list[dict]], operation: str) -> Non
 
 def grpc_batch_bytes() -> int:
     """The serialized size of the benchmark's 1,000-attempt RecordPromptAttempts message."""
+    return len(grpc_message("ingest", {"attempts": batch_items()}))
+
+
+def grpc_message(operation: str, payload: dict) -> bytes:
     from google.protobuf import json_format
 
     from apps.gateway.grpc.gen.modeloman.v1 import control_plane_pb2 as pb
 
-    message = json_format.ParseDict({"attempts": batch_items()}, pb.RecordPromptAttemptsRequest())
-    return message.ByteSize()
+    message_class = pb.AdmitRequest if operation == "admit" else pb.RecordPromptAttemptsRequest
+    return json_format.ParseDict(payload, message_class()).SerializeToString()
+
+
+def request_bodies(model: str, directory: Path) -> dict[tuple[str, str], Path]:
+    """The Go load generator's request bodies, as the agent client sends them: what it sends for
+    `admit` and for `record_attempts` of the 1,000-attempt batch, over each transport."""
+    payloads = {"admit": {"model": model, "estimated_input_tokens": 100, "estimated_output_tokens": 50},
+                "ingest": {"attempts": batch_items()}}
+    bodies = {}
+    for operation, payload in payloads.items():
+        bodies[operation, "grpc"] = directory / f"{operation}.pb"
+        bodies[operation, "grpc"].write_bytes(grpc_message(operation, payload))
+        bodies[operation, "rest"] = directory / f"{operation}.json"
+        bodies[operation, "rest"].write_text(json.dumps(payload, separators=(",", ":")))
+    return bodies
 
 
 if __name__ == "__main__":
