@@ -1,21 +1,22 @@
 """Admission and 1,000-attempt batch ingest over gRPC and over REST, same run, same data, same
 concurrency: `manage.py grpcserve` and gunicorn (deploy/gunicorn.conf.py), both with production
-settings on loopback, each driven by a load generator in its own process (this script with --load),
-never threads in the server.
+settings on loopback, each driven by a load generator in its own process, never threads in the server.
 
-    .venv/bin/python bench/grpc_vs_rest.py [--seconds 5] [--rounds 3] [--concurrency 8]
+    .venv/bin/python bench/grpc_vs_rest.py [--seconds 5] [--rounds 3] [--concurrency 8] [--generator go|python]
 
-The load process runs `--concurrency` threads, each with its own agent client
-(clients/python/modeloman_client: gRPC channel, or a keep-alive HTTP/1.1 connection) calling
-`admit` in a closed loop with a fresh idempotency key per call, as an agent does. The same Python
-client drives both transports, so the generator's own cost is alike on both sides. Needs REDIS_URL
-and a DATABASE_URL where this user may create databases (as bench/http_admission.py). Prints
-throughput, p50 and p99 per transport (medians of interleaved rounds) and the gRPC/REST ratio
-(target >= 1.1x; SPEC §10: p99 <= 15 ms at 8 streams).
+The load generator runs `--concurrency` callers, each with its own connection (a gRPC channel, or a
+keep-alive HTTP/1.1 connection), calling `admit` in a closed loop with a fresh idempotency key per
+call, as an agent does. By default it is bench/loadgen, a compiled Go program (bench/_loadgen.py
+builds it; needs `apt-get install -y golang-go golang-google-grpc-dev`) sending the agent client's
+request bodies; `--generator python` runs this script again (`--load`) with one agent client
+(clients/python/modeloman_client) per thread. The same generator drives both transports. Needs
+REDIS_URL and a DATABASE_URL where this user may create databases (as bench/http_admission.py).
+Prints throughput, p50 and p99 per transport (medians of interleaved rounds) and the gRPC/REST
+ratio (target >= 1.1x; issue 11: p99 <= 15 ms at 8 streams).
 
-Batch ingest: the same load process and clients call `record_attempts` with 1,000 attempts
-(RecordPromptAttempts over gRPC, POST /api/v1/attempts over REST), a fresh idempotency key per
-call; every answer must say accepted == 1000, and the stored rows must equal 1,000 x the answers.
+Batch ingest: the same generator calls `record_attempts` with 1,000 attempts (RecordPromptAttempts
+over gRPC, POST /api/v1/attempts over REST), a fresh idempotency key per call; every answer must be
+a success (the Python client: accepted == 1000), and the stored rows must equal 1,000 x the calls.
 Prints attempts/s, p50 and p99 per call, and the gRPC/REST ratio.
 """
 
@@ -204,10 +205,10 @@ def main() -> None:
         raise SystemExit(f"a {BATCH}-attempt RecordPromptAttempts message is {size} bytes, over the "
                          f"server's {MAX_RECEIVE_BYTES}-byte receive limit")
     operations = ("admit", "ingest")
-    with throwaway_database(args.database):
+    with throwaway_database(args.database), tempfile.TemporaryDirectory(prefix="bench-grpc-") as workdir:
         token = http_admission.seed()
         args.model = http_admission.ADMISSION_MODEL
-        args.bodies = request_bodies(args.model, Path(tempfile.mkdtemp(prefix="bench-grpc-bodies-")))
+        args.bodies = request_bodies(args.model, Path(workdir))
         env = {**os.environ, "DATABASE_URL": database_url(connection.settings_dict)}
         connections.close_all()
         grpc_process, address, grpc_processes = grpc_server(env)
@@ -299,8 +300,9 @@ def grpc_message(operation: str, payload: dict) -> bytes:
 def request_bodies(model: str, directory: Path) -> dict[tuple[str, str], Path]:
     """The Go load generator's request bodies, as the agent client sends them: what it sends for
     `admit` and for `record_attempts` of the 1,000-attempt batch, over each transport."""
-    payloads = {"admit": {"model": model, "estimated_input_tokens": 100, "estimated_output_tokens": 50},
-                "ingest": {"attempts": batch_items()}}
+    payloads: dict[str, dict] = {
+        "admit": {"model": model, "estimated_input_tokens": 100, "estimated_output_tokens": 50},
+        "ingest": {"attempts": batch_items()}}
     bodies = {}
     for operation, payload in payloads.items():
         bodies[operation, "grpc"] = directory / f"{operation}.pb"
