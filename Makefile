@@ -51,6 +51,8 @@ lint: $(VENV)/.dev
 	$(VENV)/bin/mypy
 
 # Benchmarks run in throwaway databases; local settings with a DATABASE_URL still need a pepper.
+# Load generators: wrk (apt-get install wrk) and bench/loadgen, built from Debian's Go packages
+# (apt-get install golang-go golang-google-grpc-dev) on first use.
 bench: export KEY_PEPPER ?= bench-key-pepper-for-throwaway-databases-only
 bench: $(VENV)/.dev
 	DJANGO_SETTINGS_MODULE=modeloman.settings.local $(PY) manage.py migrate --noinput --verbosity 0
