@@ -117,11 +117,12 @@ SIDES = {"grpcserve": "grpcserve", "gunicorn": "gunicorn", "PostgreSQL": "postgr
 SERVER = {"grpc": "grpcserve", "rest": "gunicorn"}
 
 
+# What the Go generator calls for each operation.
 GRPC_METHODS = {"admit": "/modeloman.v1.ControlPlane/Admit",
                 "ingest": "/modeloman.v1.ControlPlane/RecordPromptAttempts"}
+REST_PATHS = {"admit": "/api/v1/admissions", "ingest": "/api/v1/attempts"}
 GENERATORS = {"go": "bench/loadgen (Go) in its own process",
               "python": "the Python agent client in threads of its own process"}
-REST_PATHS = {"admit": "/api/v1/admissions", "ingest": "/api/v1/attempts"}
 
 
 def run_load(transport: str, target: str, token: str, args) -> dict:
