@@ -6,7 +6,6 @@ downloaded from a module proxy): `apt-get install -y golang-go golang-google-grp
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -36,13 +35,10 @@ def build() -> Path:
     return BINARY
 
 
-def run(*, transport: str, target: str, token: str, body: Path, concurrency: int, seconds: float,
-        grpc_method: str = "", rest_path: str = "") -> dict:
-    """One closed-loop run; its figures (requests, errors, seconds, cpu_seconds, p50_ms, p99_ms)."""
-    command = [str(build()), "-transport", "grpc" if transport == "grpc" else "http", "-target", target,
-               "-token", token, "-body", str(body), "-concurrency", str(concurrency), "-seconds", str(seconds)]
-    command += ["-method", grpc_method] if transport == "grpc" else ["-path", rest_path]
-    completed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=seconds + 120)
-    if completed.returncode != 0:
-        raise SystemExit(f"load generator ({transport}) failed:\n{completed.stderr[-3000:]}")
-    return json.loads(completed.stdout.strip().splitlines()[-1])
+def command(*, transport: str, target: str, token: str, body: Path, concurrency: int, seconds: float,
+            grpc_method: str = "", rest_path: str = "") -> list[str]:
+    """The command of one closed-loop run; it prints its figures as one JSON line (requests, warmup,
+    errors, seconds, cpu_seconds, p50_ms, p99_ms)."""
+    arguments = [str(build()), "-transport", "grpc" if transport == "grpc" else "http", "-target", target,
+                 "-token", token, "-body", str(body), "-concurrency", str(concurrency), "-seconds", str(seconds)]
+    return arguments + (["-method", grpc_method] if transport == "grpc" else ["-path", rest_path])

@@ -130,19 +130,18 @@ def run_load(transport: str, target: str, token: str, args) -> dict:
     PostgreSQL, Redis and the load generator (None without /proc)."""
     before = cpu_by_side(SIDES)
     if args.generator == "go":
-        figures = _loadgen.run(transport=transport, target=target, token=token,
-                               body=args.bodies[args.operation, transport], concurrency=args.concurrency,
-                               seconds=args.seconds, grpc_method=GRPC_METHODS[args.operation],
-                               rest_path=REST_PATHS[args.operation])
+        command = _loadgen.command(transport=transport, target=target, token=token,
+                                   body=args.bodies[args.operation, transport], concurrency=args.concurrency,
+                                   seconds=args.seconds, grpc_method=GRPC_METHODS[args.operation],
+                                   rest_path=REST_PATHS[args.operation])
     else:
         command = [sys.executable, str(Path(__file__).resolve()), "--load", transport, "--target", target,
                    "--token", token, "--seconds", str(args.seconds), "--concurrency", str(args.concurrency),
                    "--model", args.model, "--operation", args.operation]
-        completed = subprocess.run(command, capture_output=True, text=True, check=False,
-                                   timeout=args.seconds + 120)
-        if completed.returncode != 0:
-            raise SystemExit(f"load generator ({transport}) failed:\n{completed.stderr[-3000:]}")
-        figures = json.loads(completed.stdout.strip().splitlines()[-1])
+    completed = subprocess.run(command, capture_output=True, text=True, check=False, timeout=args.seconds + 120)
+    if completed.returncode != 0:
+        raise SystemExit(f"load generator ({transport}) failed:\n{completed.stderr[-3000:]}")
+    figures = json.loads(completed.stdout.strip().splitlines()[-1])
     if figures["errors"]:
         raise SystemExit(f"{transport} {args.operation}: {figures['errors']} errors, denials or short batches "
                          f"in {figures['requests']} calls")

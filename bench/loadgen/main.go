@@ -6,9 +6,10 @@
 // channel of its own, as each agent process has) and sends the same request body in a closed loop
 // with a fresh idempotency key per call, as an agent does. The body is sent as it is: serialized
 // protobuf for gRPC (a codec that passes bytes through, so no generated code is needed), JSON for
-// REST. After -seconds it prints one JSON line: requests, warmup (calls before the clock), errors, seconds, cpu_seconds, p50_ms,
-// p99_ms. Built and run by bench/grpc_vs_rest.py --generator go (bench/_loadgen.py builds it from
-// Debian's golang-go and golang-google-grpc-dev, GOPATH mode; no module download).
+// REST. After -seconds it prints one JSON line: requests, warmup (calls before the clock), errors,
+// seconds, cpu_seconds, p50_ms, p99_ms. Run by bench/grpc_vs_rest.py (the default generator);
+// bench/_loadgen.py builds it from Debian's golang-go and golang-google-grpc-dev, in GOPATH mode,
+// with no module download.
 package main
 
 import (
