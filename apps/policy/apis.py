@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from typing import Annotated
 from urllib.parse import urlencode
 
+import msgspec
 from django.core.validators import RegexValidator
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -22,6 +24,7 @@ from apps.gateway.rest.serializers import (
     StrictIntegerField,
     StrictSerializer,
     rendered,
+    shared,
     validated,
 )
 from apps.gateway.rest.views import GatewayApi
@@ -78,7 +81,7 @@ class AdmissionsApi(GatewayApi):
 
     @extend_schema(request=InputSerializer, responses=OutputSerializer)
     def post(self, request: AgentRequest) -> Response:
-        admission = ledger.admit(principal=request.auth, **validated(self.InputSerializer, request.data))
+        admission = ledger.admit(principal=request.auth, **self.input_fields(request))
         return Response(admission_document(admission))
 
     def write_in_one_statement(self, request: AgentRequest, claim: Claim) -> Outcome | None:
@@ -86,10 +89,51 @@ class AdmissionsApi(GatewayApi):
         invalid input included, is answered by `post` under the full path, in its order. (A body
         that is no JSON at all is refused here, before its key is looked at.)"""
         try:
-            fields = validated(self.InputSerializer, request.data)
+            fields = self.input_fields(request)
         except ValidationError:
             return None
         return ledger.admit_in_one_statement(claim, principal=request.auth, **fields, render=admission_document)
+
+    def input_fields(self, request: AgentRequest) -> dict:
+        """InputSerializer's validated data (or its ValidationError). Decoded straight from the body
+        into a typed struct where it can be (`AdmissionIn`: the common body in a fifth of the
+        instructions of DRF's parser and serializer, ~8% of a whole admission's); a body the
+        struct does not take goes to the serializer, which accepts some of them (a token count of
+        `5.0`, another spelling of the JSON media type) and refuses the rest with its error codes.
+        The struct takes nothing the serializer refuses, and gives the same values
+        (tests/policy/test_admission_input.py)."""
+        return decoded_admission(request) or validated(self.InputSerializer, request.data)
+
+
+def decoded_admission(request: AgentRequest) -> dict | None:
+    """The admission's input as `AdmissionsApi.InputSerializer` validates it, from a typed struct;
+    None for a body the struct does not take."""
+    if request.content_type != "application/json":
+        return None
+    try:
+        decoded = _ADMISSION_IN.decode(request.body)
+    except msgspec.DecodeError:  # malformed or invalid: ValidationError is a DecodeError
+        return None
+    fields = {"model": decoded.model, "estimated_input_tokens": decoded.estimated_input_tokens,
+              "estimated_output_tokens": decoded.estimated_output_tokens}
+    if decoded.estimated_cost_usd is not msgspec.UNSET:  # the serializer's own conversion (six places)
+        fields["estimated_cost_usd"] = _COST_FIELD.run_validation(decoded.estimated_cost_usd)
+    return fields
+
+
+_COST_FIELD = shared(AdmissionsApi.InputSerializer).fields["estimated_cost_usd"]
+
+
+class AdmissionIn(msgspec.Struct, forbid_unknown_fields=True):
+    """`AdmissionsApi.InputSerializer`'s rules as a typed struct, for the hot path."""
+
+    model: Annotated[str, msgspec.Meta(pattern=MODEL_NAME_RE)]
+    estimated_input_tokens: Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
+    estimated_output_tokens: Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
+    estimated_cost_usd: Annotated[str, msgspec.Meta(pattern=_COST_FIELD.pattern)] | msgspec.UnsetType = msgspec.UNSET
+
+
+_ADMISSION_IN = msgspec.json.Decoder(AdmissionIn)
 
 
 def admission_document(admission: ledger.Admission) -> dict:

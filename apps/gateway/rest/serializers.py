@@ -160,7 +160,7 @@ class StrictCharField(serializers.CharField):
 
 
 @functools.cache
-def _shared(serializer_class: type[serializers.Serializer]) -> serializers.Serializer:
+def shared(serializer_class: type[serializers.Serializer]) -> serializers.Serializer:
     serializer = serializer_class()
     serializer.fields  # noqa: B018  # bind the fields now, not in two threads at once later
     return serializer
@@ -169,7 +169,7 @@ def _shared(serializer_class: type[serializers.Serializer]) -> serializers.Seria
 def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict:
     """`serializer_class(data=data)`'s validated data, or the ValidationError `is_valid` raises."""
     try:
-        return _shared(serializer_class).run_validation(data)
+        return shared(serializer_class).run_validation(data)
     except serializers.ValidationError as error:
         detail = error.detail
         if isinstance(detail, list) and len(detail) == 1 and getattr(detail[0], "code", None) == "null":
@@ -180,7 +180,7 @@ def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict
 
 def rendered(serializer_class: type[serializers.Serializer], value: Any, *, many: bool = False) -> Any:
     """`serializer_class(value, many=many).data`, as plain dicts and lists."""
-    serializer = _shared(serializer_class)
+    serializer = shared(serializer_class)
     if many:
         return [serializer.to_representation(item) for item in value]
     return serializer.to_representation(value)
