@@ -1,0 +1,130 @@
+"""Instructions per request in a worker, counted by valgrind (callgrind): the same count to a fraction
+of a percent run after run, where throughput on a shared 2-core VM varies by ±15% (docs/benchmarks.md).
+For changes too small to show over the wire; not a substitute for bench/http_admission.py.
+
+    .venv/bin/python bench/instructions.py [--requests 100]     (needs valgrind: apt-get install valgrind)
+
+Seeds a throwaway database as bench/http_admission.py does (production settings, one cost cap and one
+request cap), then runs the WSGI application in a second process under callgrind, in process (no
+socket, no gunicorn): each request type warmed up, then counted over --requests requests with
+collection switched on only around them (`callgrind_control`). Prints instructions per request for
+GET /readyz, GET /api/v1/whoami and POST /api/v1/admissions, and each against readiness.
+"""
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+WARMUP = 50
+
+
+def requests_to_count(token: str, admission: bytes) -> dict:
+    """name: a function sending that request to the WSGI application (in this process)."""
+    from modeloman.wsgi import application
+
+    def call(path: str, *, method: str = "GET", body: bytes = b"", auth: bool = True) -> None:
+        environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": "127.0.0.1",
+                   "SERVER_PORT": "8000", "HTTP_HOST": "127.0.0.1", "REMOTE_ADDR": "127.0.0.1",
+                   "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
+                   "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)), "wsgi.errors": sys.stderr,
+                   "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False}
+        if auth:
+            environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+        if method == "POST":
+            environ.update(CONTENT_TYPE="application/json", HTTP_IDEMPOTENCY_KEY=uuid.uuid4().hex)
+        statuses: list[str] = []
+        answer = application(environ, lambda status, headers, exc_info=None: statuses.append(status))
+        b"".join(answer)
+        answer.close()
+        if not statuses[0].startswith("200"):
+            raise SystemExit(f"{method} {path}: {statuses[0]}")
+
+    return {"GET  /readyz": lambda: call("/readyz", auth=False),
+            "GET  /api/v1/whoami": lambda: call("/api/v1/whoami"),
+            "POST /api/v1/admissions": lambda: call("/api/v1/admissions", method="POST", body=admission)}
+
+
+def counted(token: str, admission: bytes, count: int) -> None:
+    """The process under callgrind: for each request type, warm up, then say `start NAME` and wait
+    for a line on stdin, run `count` requests, say `stop NAME` and wait again."""
+    import _setup  # noqa: F401  # Django, configured by the environment the parent passed on
+
+    for name, send in requests_to_count(token, admission).items():
+        for _ in range(WARMUP):
+            send()
+        for step in ("start", "stop"):
+            print(step, name, flush=True)
+            sys.stdin.readline()
+            if step == "start":
+                for _ in range(count):
+                    send()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=100, help="requests counted per request type")
+    parser.add_argument("--child", nargs=2, metavar=("TOKEN", "BODY"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        counted(args.child[0], args.child[1].encode(), args.requests)
+        return
+    if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        raise SystemExit("bench/instructions.py needs valgrind: apt-get install -y valgrind")
+
+    import http_admission  # production settings and throwaway secrets for this run and the child
+    from _http import database_url
+    from _setup import throwaway_database
+    from django.db import connection, connections
+
+    admission = json.dumps({"model": http_admission.ADMISSION_MODEL, "estimated_input_tokens": 100,
+                            "estimated_output_tokens": 50})
+    with throwaway_database("modeloman_bench_instructions"), tempfile.TemporaryDirectory() as workdir:
+        token = http_admission.seed()
+        env = {**os.environ, "DATABASE_URL": database_url(connection.settings_dict), "PYTHONHASHSEED": "0"}
+        connections.close_all()
+        command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                   f"--callgrind-out-file={workdir}/callgrind.out", sys.executable, __file__,
+                   "--requests", str(args.requests), "--child", token, admission]
+        figures: dict[str, float] = {}
+        log = Path(workdir) / "child.log"  # valgrind's own messages and anything the child says on stderr
+        with log.open("w") as stderr, subprocess.Popen(command, env=env, text=True, stdin=subprocess.PIPE,
+                                                       stdout=subprocess.PIPE, stderr=stderr) as child:
+            assert child.stdin and child.stdout
+            for line in child.stdout:
+                step, name = line.rstrip("\n").split(" ", 1)
+                options = ["--zero", "--instr=on"] if step == "start" else ["--instr=off", "--dump"]
+                for option in options:
+                    subprocess.run(["callgrind_control", option, str(child.pid)], check=True,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                if step == "stop":
+                    figures[name] = newest_total(Path(workdir)) / args.requests
+                child.stdin.write("go\n")
+                child.stdin.flush()
+        if child.returncode or len(figures) != 3:
+            raise SystemExit(f"the counted process failed ({child.returncode}):\n{log.read_text()[-3000:]}")
+
+    readiness = figures["GET  /readyz"]
+    print(f"Instructions per request in process (callgrind; production settings; {args.requests} requests "
+          f"after {WARMUP} warm-up ones)")
+    for name, instructions in figures.items():
+        print(f"{name:<26} {instructions / 1e6:6.3f} M   {instructions / readiness:5.2f}x readiness")
+
+
+def newest_total(workdir: Path) -> int:
+    """The `totals:` line of the newest callgrind dump (one per --dump) in `workdir`."""
+    newest = max(workdir.glob("callgrind.out*"), key=lambda path: path.stat().st_mtime_ns)
+    for line in newest.read_text().splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise SystemExit(f"no totals in {newest}")
+
+
+if __name__ == "__main__":
+    main()
