@@ -17,6 +17,9 @@ from pathlib import Path
 #   gthread 2 x 2                 1935/s          564/s                 15.8 / 29.7 ms
 #   gthread 4 x 1                 1981/s          548/s                 12.6 / 35.1 ms
 #
+# Re-measured once admissions ran in one statement (6 interleaved rounds, docs/benchmarks.md, "Sixth
+# session"): sync 2 554/s, sync 3 537/s, p99 21.5 / 21.0 ms. Still sync 2.
+#
 # An admission is now mostly Python (~1.3 ms of CPU against ~0.7 ms waiting on PostgreSQL), so a
 # second thread in a process mostly waits for the first one's GIL: threads lose on throughput and
 # on the tail, and processes beyond the cores add context switches. Sync and gthread 2 x 1 are equal
