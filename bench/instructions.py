@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 WARMUP = 50
@@ -40,7 +41,12 @@ def requests_to_count(token: str, admission: bytes) -> dict:
         if method == "POST":
             environ.update(CONTENT_TYPE="application/json", HTTP_IDEMPOTENCY_KEY=uuid.uuid4().hex)
         statuses: list[str] = []
-        answer = application(environ, lambda status, headers, exc_info=None: statuses.append(status))
+
+        def start_response(status: str, headers: list, exc_info: object = None) -> Callable[[bytes], object]:
+            statuses.append(status)
+            return lambda data: None  # the write() callable of WSGI, which Django does not use
+
+        answer = application(environ, start_response)
         b"".join(answer)
         answer.close()
         if not statuses[0].startswith("200"):
