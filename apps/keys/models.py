@@ -9,7 +9,7 @@ from django.utils import timezone
 from apps.gateway.access import ALL_SCOPES, Scope
 
 NAME_VALIDATOR = RegexValidator(
-    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$",
+    r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z",  # \Z, not $: Python's $ also matches before a final newline
     "Use 1-100 letters, digits, dots, dashes or underscores, starting with a letter or digit.",
 )
 
@@ -67,7 +67,7 @@ def validate_scopes(value: list[str]) -> None:
 
 # django-ratelimit's rate syntax: a count per period, e.g. 600/m, 6000/h, 100/5s.
 RATE_VALIDATOR = RegexValidator(
-    r"^[1-9][0-9]{0,8}/(?:[1-9][0-9]{0,4})?[smhd]$",
+    r"\A[1-9][0-9]{0,8}/(?:[1-9][0-9]{0,4})?[smhd]\Z",
     "A rate is a count per period, e.g. 600/m, 6000/h or 100/10s.",
     code="invalid_rate",
 )
