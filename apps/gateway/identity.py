@@ -25,7 +25,7 @@ from functools import lru_cache
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._-]{8,64}")  # fullmatch: `$` would let a final newline through
 
 client_ip_var: ContextVar[str | None] = ContextVar("client_ip", default=None)
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
@@ -34,7 +34,7 @@ request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 def new_request_id(candidate: str | None = None) -> str:
     """Keep a well-formed inbound id (so logs join up across Caddy); mint one otherwise. An id that
     looks like an API key is refused: request ids are logged, echoed and stored in audit rows."""
-    if candidate and _REQUEST_ID_RE.match(candidate) and not candidate.lower().startswith("mmk_"):
+    if candidate and _REQUEST_ID_RE.fullmatch(candidate) and not candidate.lower().startswith("mmk_"):
         return candidate
     return uuid.uuid4().hex
 
