@@ -96,8 +96,8 @@ class AdmissionsApi(GatewayApi):
 
     def input_fields(self, request: AgentRequest) -> dict:
         """InputSerializer's validated data (or its ValidationError). Decoded straight from the body
-        into a typed struct where it can be (`AdmissionIn`: 0.25 M instructions fewer than DRF's
-        parser and serializer, ~7% of a whole admission, bench/instructions.py); a body the
+        into a typed struct where it can be (`AdmissionIn`: 0.27 M instructions fewer than DRF's
+        parser and serializer, 7-8% of a whole admission, bench/instructions.py); a body the
         struct does not take goes to the serializer, which accepts some of them (a token count of
         `5.0`, another spelling of the JSON media type) and refuses the rest with its error codes.
         The struct takes nothing the serializer refuses, and gives the same values
