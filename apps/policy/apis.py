@@ -29,9 +29,7 @@ from apps.gateway.rest.serializers import (
 )
 from apps.gateway.rest.views import GatewayApi
 from apps.policy import ledger, selectors, services
-from apps.policy.models import MAX_AMOUNT, MODEL_NAME_RE, Policy, PolicyCap, SubjectType
-
-MAX_TOKENS = 10**9
+from apps.policy.models import MAX_AMOUNT, MAX_TOKENS, MODEL_NAME_RE, ModelName, Policy, PolicyCap, SubjectType, Tokens
 
 
 def _model_name(**kwargs) -> StrictCharField:
@@ -127,9 +125,9 @@ _COST_FIELD = shared(AdmissionsApi.InputSerializer).fields["estimated_cost_usd"]
 class AdmissionIn(msgspec.Struct, forbid_unknown_fields=True):
     """`AdmissionsApi.InputSerializer`'s rules as a typed struct, for the hot path."""
 
-    model: Annotated[str, msgspec.Meta(pattern=MODEL_NAME_RE)]
-    estimated_input_tokens: Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
-    estimated_output_tokens: Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
+    model: ModelName
+    estimated_input_tokens: Tokens
+    estimated_output_tokens: Tokens
     estimated_cost_usd: Annotated[str, msgspec.Meta(pattern=_COST_FIELD.pattern)] | msgspec.UnsetType = msgspec.UNSET
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Annotated
 
+import msgspec
 from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.core.exceptions import ValidationError
@@ -30,6 +32,12 @@ MODEL_NAME_VALIDATOR = RegexValidator(
     code="invalid_model",
 )
 MAX_AMOUNT = Decimal("1000000000000")  # 1e12: tokens, requests or USD; anything larger is an error
+MAX_TOKENS = 10**9  # tokens of one call, estimated or reported
+
+# The same rules as msgspec types, for the bodies decoded straight into structs (admission, telemetry).
+# `^…\Z`: msgspec searches with `re`; the OpenAPI document writes `^…$` (apps.gateway.rest.schema).
+ModelName = Annotated[str, msgspec.Meta(pattern=rf"^{_MODEL_NAME}\Z")]
+Tokens = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
 LEDGER_MAX = Decimal("99999999999999.999999")  # the largest numeric(20, 6): where `overrun` saturates
 
 

@@ -22,10 +22,10 @@ from django.conf import settings
 from msgspec import Meta
 
 from apps.gateway.errors import Conflict, DomainError, InvalidInput, NotFound
+from apps.policy.models import ModelName, Tokens
 from modeloman.amounts import decimal_pattern
 
 MAX_BATCH = 1000
-MAX_TOKENS = 10**9
 MAX_LATENCY_MS = 3_600_000
 MAX_COST = Decimal("1000000")
 MAX_ATTRIBUTES = 32
@@ -35,16 +35,13 @@ FUTURE_SKEW = dt.timedelta(minutes=5)
 MONEY = Decimal("0.000001")
 
 # Patterns end in \Z, not $: msgspec searches with `re`, where $ also matches before a final newline.
-MODEL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}"  # as ModelPrice.model (apps.policy.models)
 LABEL_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._:/@+ -]{0,127}"
 CODE_PATTERN = r"[a-z0-9][a-z0-9_.:-]{0,63}"
 
-ModelName = Annotated[str, Meta(pattern=rf"^{MODEL_PATTERN}\Z")]
 Label = Annotated[str, Meta(pattern=rf"^{LABEL_PATTERN}\Z")]
 OptionalLabel = Annotated[str, Meta(pattern=rf"^(?:{LABEL_PATTERN})?\Z")]
 Code = Annotated[str, Meta(pattern=rf"^{CODE_PATTERN}\Z")]
 OptionalCode = Annotated[str, Meta(pattern=rf"^(?:{CODE_PATTERN})?\Z")]
-Tokens = Annotated[int, Meta(ge=0, le=MAX_TOKENS)]
 Count = Annotated[int, Meta(ge=0, le=10**9)]
 LatencyMs = Annotated[int, Meta(ge=0, le=MAX_LATENCY_MS)]
 Timestamp = Annotated[dt.datetime, Meta(tz=True, description=(  # RFC 3339 with an offset or Z
