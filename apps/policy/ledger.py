@@ -41,6 +41,7 @@ from apps.policy.models import (
 )
 from apps.policy.selectors import CapRule, EffectivePolicy, effective_policy, price_for
 from apps.policy.windows import window_start
+from modeloman.db.base import prepared_cursor
 from modeloman.transactions import atomic_with_retry, statement_with_retry
 
 if TYPE_CHECKING:
@@ -221,7 +222,7 @@ def admit(*, principal: Principal, model: str, estimated_input_tokens: int, esti
     return result
 
 
-_ADMIT_ONCE = (  # policy migration 0009
+_ADMIT_ONCE = (  # policy migrations 0009 and 0011; sent prepared (a cursor with server-side binding)
     "SELECT * FROM policy_admit_once(%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)")
 # What policy_admit_once raises for what only `admit` answers: a cap that does not fit, a dry-run cap that would deny.
 _NEEDS_FULL_PATH = frozenset({"MM001", "MM002"})
@@ -256,7 +257,7 @@ def admit_in_one_statement(claim: Claim, *, principal: Principal, model: str, es
               now + dt.timedelta(seconds=settings.RESERVATION_TTL_SECONDS), 200, body]
 
     def admit_claim_and_store() -> tuple:
-        with connection.cursor() as cursor:
+        with prepared_cursor() as cursor:
             cursor.execute(_ADMIT_ONCE, params)
             return cursor.fetchone()
 
@@ -333,8 +334,8 @@ def _record_decision(policy: EffectivePolicy, model: str, result: Admission, tok
 # The one lock order. A transaction that writes the ledger locks what it touches in this order
 # and no other: first reservations, by id; then ledger rows, by (cap id, window start), where
 # creating a window's row counts as locking it. Admission follows it inside `policy_reserve`
-# (one window per cap, caps in id order; the reservation it inserts is new, so nobody waits
-# for it). Settlement, release, expiry and usage without a reservation collect every ledger
+# and `policy_admit_once` (one window per cap, caps in id order; the reservation it inserts is
+# new, so nobody waits for it). Settlement, release, expiry and usage without a reservation collect every ledger
 # write of the whole transaction — across all the reservations and items of a batch — and
 # sort them before the first one. Changing or deleting a cap locks its rows by window start.
 

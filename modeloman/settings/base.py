@@ -252,6 +252,9 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 # (`SELECT 1`) before a request uses it; one used more recently is not.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DB_HEALTH_CHECK_IDLE_SECONDS = env.float("DB_HEALTH_CHECK_IDLE_SECONDS", default=1.0)
+# The admission's one statement is prepared once per connection (modeloman/db/base.py); off for a pooler
+# that cannot keep prepared statements (PgBouncer in transaction mode before 1.21).
+DB_PREPARED_STATEMENTS = env.bool("DB_PREPARED_STATEMENTS", default=True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["ENGINE"] = "modeloman.db"
 # Timeouts for the application role: a connect that hangs, a statement that runs away or a lock that
@@ -280,6 +283,11 @@ _db_options["options"] = " ".join(filter(None, [
     f"-c statement_timeout={_statement_timeout}",
     f"-c lock_timeout={DB_LOCK_TIMEOUT_MS}",
 ]))
+if DB_PREPARED_STATEMENTS:
+    # Django leaves it None, and then psycopg prepares nothing, even when asked. Only cursors with
+    # server-side binding prepare, and only `prepared_cursor()` makes one: every other query is still
+    # bound on the client. (5 is psycopg's default: such a cursor would prepare a query on its fifth run.)
+    _db_options["prepare_threshold"] = 5
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="")

@@ -5,11 +5,13 @@ cap that would deny) is handed to the full path, which records the decision as b
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from decimal import Decimal
 
 import grpc
 import pytest
+from django.utils import timezone
 
 from apps.gateway.access import Op
 from apps.gateway.models import IdempotencyRecord
@@ -125,3 +127,43 @@ def test_an_admission_under_no_cap_holds_nothing_and_replays(door, agent_token):
     assert Reservation.objects.count() == 0
     again = door.call(Op.ADMIT, token, BODY, idempotency_key="uncapped")
     assert again.replayed and again.data == first.data
+
+
+@pytest.mark.parametrize("left_behind", ["expired", "abandoned in flight"])
+def test_a_key_whose_record_is_left_behind_is_taken_over_in_the_one_statement(door, agent_token, left_behind):
+    # The statement's claim finds the key taken and hands it to idempotency_claim's rules, which take
+    # over an expired record, or an in-flight one past its lease; the admission then goes on in the
+    # same statement (policy migration 0011).
+    _, token = agent_token
+    cap = make_cap(limit="10")
+    first = door.call(Op.ADMIT, token, BODY, idempotency_key="left-behind")
+    assert first.ok
+    long_ago = timezone.now() - dt.timedelta(hours=1)
+    if left_behind == "expired":
+        IdempotencyRecord.objects.filter(key="left-behind").update(expires_at=long_ago)
+    else:
+        IdempotencyRecord.objects.filter(key="left-behind").update(
+            state=IdempotencyRecord.State.IN_FLIGHT, created_at=long_ago, response_status=None, response_body=None)
+
+    again = door.call(Op.ADMIT, token, BODY, idempotency_key="left-behind")
+    assert again.ok and not again.replayed
+    assert again.data["reservation_id"] != first.data["reservation_id"]
+    assert figures(again.data["caps"][0]) == (Decimal(10), Decimal(0), Decimal(2), Decimal(8))
+    assert Reservation.objects.count() == 2 and UsageLedger.objects.get(cap=cap).reserved == Decimal(2)
+    record = IdempotencyRecord.objects.get(key="left-behind")
+    assert record.state == IdempotencyRecord.State.COMPLETED and record.expires_at > timezone.now()
+    assert door.call(Op.ADMIT, token, BODY, idempotency_key="left-behind").data == again.data
+    assert AdmissionDecision.objects.count() == 0
+
+
+def test_the_reservation_holds_each_cap_s_ledger_row_and_amount(agent_token):
+    # What settlement releases and charges: one hold per cap, with the ledger row reserved.
+    agent, token = agent_token
+    spend = make_cap(limit="10")
+    requests = make_cap(subject=agent, metric="requests", window="minute", limit="5")
+    answer = Rest().call(Op.ADMIT, token, BODY, idempotency_key="holds")
+    holds = Reservation.objects.get(pk=answer.data["reservation_id"]).holds
+    assert holds == [
+        {"cap": spend.pk, "ledger": UsageLedger.objects.get(cap=spend).pk, "metric": "cost_usd", "amount": "1.000000"},
+        {"cap": requests.pk, "ledger": UsageLedger.objects.get(cap=requests).pk, "metric": "requests", "amount": "1"},
+    ]

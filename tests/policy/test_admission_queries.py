@@ -48,7 +48,8 @@ def admit_traced(api_client, bearer, token) -> tuple[int, list[str]]:
         finally:
             pgconn.untrace()
         trace.seek(0)
-        # Frontend messages: "F <length> <type> ..."; Django sends each statement as one simple Query.
+        # Frontend messages: "F <length> <type> ...". Django sends each statement as one simple Query;
+        # a prepared one is Bind, Describe, Execute and Sync, also one round trip.
         sent = [line.split("\t")[2] for line in trace.read().splitlines() if line.startswith("F\t")]
     return status, sent
 
@@ -65,8 +66,19 @@ def test_a_warm_admission_is_one_statement_and_one_round_trip(api_client, bearer
     # Claim, reservation and stored response in one statement, so in autocommit one transaction with
     # no BEGIN or COMMIT of its own (issue 10; policy migration 0009).
     assert "policy_admit_once(" in captured.captured_queries[0]["sql"]
-    # One simple-protocol message, so one round trip; and no health check `SELECT 1` before it
-    # (modeloman/db/base.py: this connection was busy less than a second ago).
+    # One round trip (one Sync) and no Parse: the first admission prepared the statement on this
+    # connection (`prepared_cursor()`, modeloman/db/base.py); and no health check `SELECT 1` before it
+    # (this connection was busy less than a second ago).
+    assert sent == ["Bind", "Describe", "Execute", "Sync"]
+
+
+def test_without_prepared_statements_the_admission_is_one_simple_query(api_client, bearer, agent_token, settings):
+    # DB_PREPARED_STATEMENTS=false, for a pooler that cannot keep prepared statements.
+    settings.DB_PREPARED_STATEMENTS = False
+    assert api_client.post(ADMISSIONS, BODY, format="json", **bearer(agent_token)).status_code == 200
+    close_old_connections()
+    status, sent = admit_traced(api_client, bearer, agent_token)
+    assert status == 200
     assert sent == ["Query"]
 
 

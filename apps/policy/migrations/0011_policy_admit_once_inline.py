@@ -1,0 +1,110 @@
+"""`policy_admit_once(...)` with its common case written out (issue 10): same signature, same answers.
+
+Migration 0009's version called `idempotency_claim` and `policy_reserve` as set-returning functions
+and filled each cap's four figures with a `jsonb_set` apiece. Each such call runs a query of its
+own inside the function (executor set-up, a materialized result), and PostgreSQL spent ~0.14 ms of
+CPU per admission on them, about a quarter of its share of an admission (docs/benchmarks.md,
+"Seventh session"). Now:
+
+- the claim is the INSERT that `idempotency_claim` starts with; only when the key is already taken
+  does this call `idempotency_claim` itself, which holds every rule for a used key (replay, refuse,
+  take over an expired or abandoned record);
+- each cap is the conditional UPDATE of SPEC §6, as in `policy_reserve` (which the full path still
+  calls): the window's row is created on first use, caps come in cap-id order (the one lock order,
+  apps/policy/ledger.py); a cap that does not fit raises MM001 (enforced) or MM002 (dry run), which
+  undoes the whole statement so that `admit` answers it under the full path, as before;
+- each cap's figures go into the stored body with one `jsonb_set`.
+"""
+
+from importlib import import_module
+
+from django.db import migrations
+
+FORWARD = r"""
+CREATE OR REPLACE FUNCTION policy_admit_once(
+    p_principal text, p_key text, p_operation text, p_fingerprint text,
+    p_now timestamptz, p_record_expires_at timestamptz, p_lease_cutoff timestamptz,
+    p_caps jsonb, p_reservation_id uuid, p_agent_id bigint, p_model text, p_tokens bigint, p_cost numeric,
+    p_reservation_expires_at timestamptz, p_status integer, p_body jsonb
+) RETURNS TABLE (claim_id bigint, record_state text, record_fingerprint text, record_status integer,
+                 record_body jsonb)
+LANGUAGE plpgsql AS $$
+DECLARE
+    claim record;
+    cap jsonb;  -- [cap id, window start, amount, enforce, metric]
+    amount numeric;
+    i integer := 0;
+    body jsonb := p_body;
+    holds jsonb := '[]'::jsonb;
+    ledger_id bigint;
+    ledger_used numeric;
+    ledger_reserved numeric;
+    ledger_limit numeric;
+BEGIN
+    INSERT INTO telemetry_idempotencyrecord (principal, key, operation, fingerprint, state, created_at, expires_at)
+    VALUES (p_principal, p_key, p_operation, p_fingerprint, 'in_flight', p_now, p_record_expires_at)
+    ON CONFLICT (principal, key) DO NOTHING
+    RETURNING id INTO claim_id;
+    IF claim_id IS NULL THEN  -- the key is taken: idempotency_claim's rules for it
+        SELECT * INTO claim FROM idempotency_claim(p_principal, p_key, p_operation, p_fingerprint, p_now,
+                                                   p_record_expires_at, p_lease_cutoff);
+        claim_id := claim.claim_id; record_state := claim.record_state;
+        record_fingerprint := claim.record_fingerprint; record_status := claim.record_status;
+        record_body := claim.record_body;
+        IF claim_id IS NULL THEN  -- replay or refuse, reserve nothing
+            RETURN NEXT;
+            RETURN;
+        END IF;
+    END IF;
+    FOR cap IN SELECT value FROM jsonb_array_elements(p_caps) LOOP
+        amount := (cap->>2)::numeric;
+        ledger_id := NULL;  -- stays NULL unless an UPDATE below reserves
+        FOR attempt IN 1 .. 2 LOOP
+            UPDATE policy_usageledger l SET reserved = l.reserved + amount
+             WHERE l.cap_id = (cap->>0)::bigint AND l.window_start = (cap->>1)::timestamptz
+               AND l.used + l.reserved + amount <= l.limit_snapshot
+            RETURNING l.id, l.used, l.reserved, l.limit_snapshot
+                 INTO ledger_id, ledger_used, ledger_reserved, ledger_limit;
+            EXIT WHEN FOUND OR attempt = 2;
+            -- First use of this window? Create the row, then try once more.
+            INSERT INTO policy_usageledger (cap_id, window_start, used, reserved, overrun, limit_snapshot)
+            SELECT c.id, (cap->>1)::timestamptz, 0, 0, 0, c."limit" FROM policy_policycap c
+             WHERE c.id = (cap->>0)::bigint
+            ON CONFLICT ON CONSTRAINT ledger_one_row_per_window DO NOTHING;
+        END LOOP;
+        IF ledger_id IS NULL THEN
+            IF (cap->>3)::boolean THEN
+                RAISE EXCEPTION 'cap % exceeded', cap->>0 USING ERRCODE = 'MM001', DETAIL = cap->>0;
+            END IF;
+            RAISE EXCEPTION 'dry-run cap % would deny', cap->>0 USING ERRCODE = 'MM002';
+        END IF;
+        holds := holds || jsonb_build_object('cap', (cap->>0)::bigint, 'ledger', ledger_id, 'metric', cap->>4,
+                                             'amount', amount::text);
+        body := jsonb_set(body, ARRAY['caps', i::text], (body->'caps'->i) || jsonb_build_object(
+            'limit', round(ledger_limit, 6)::text, 'used', round(ledger_used, 6)::text,
+            'reserved', round(ledger_reserved, 6)::text,
+            'remaining', round(greatest(ledger_limit - ledger_used - ledger_reserved, 0), 6)::text));
+        i := i + 1;
+    END LOOP;
+    IF i > 0 THEN
+        INSERT INTO policy_reservation (id, agent_id, model, estimated_tokens, estimated_cost_usd, holds, state,
+                                        created_at, expires_at)
+        VALUES (p_reservation_id, p_agent_id, p_model, p_tokens, p_cost, holds, 'held', p_now,
+                p_reservation_expires_at);
+    END IF;
+    UPDATE telemetry_idempotencyrecord SET state = 'completed', response_status = p_status, response_body = body
+     WHERE id = claim_id;
+    record_state := 'completed'; record_fingerprint := p_fingerprint; record_status := p_status;
+    record_body := body;
+    RETURN NEXT;
+END;
+$$;
+"""
+
+_BEFORE = import_module("apps.policy.migrations.0009_policy_admit_once")
+
+
+class Migration(migrations.Migration):
+    dependencies = [("policy", "0010_reservation_agent_without_db_constraint")]
+
+    operations = [migrations.RunSQL(FORWARD, reverse_sql=_BEFORE.FORWARD)]
