@@ -2,9 +2,8 @@
 
 Migration 0009's version called `idempotency_claim` and `policy_reserve` as set-returning functions
 and filled each cap's four figures with a `jsonb_set` apiece. Each such call runs a query of its
-own inside the function (executor set-up, a materialized result), and PostgreSQL spent ~0.14 ms of
-CPU per admission on them, about a quarter of its share of an admission (docs/benchmarks.md,
-"Seventh session"). Now:
+own inside the function (executor set-up, a materialized result): 10-20% of PostgreSQL's CPU per
+admission (0.05-0.10 of ~0.5 ms; docs/benchmarks.md, "Seventh session"). Now:
 
 - the claim is the INSERT that `idempotency_claim` starts with; only when the key is already taken
   does this call `idempotency_claim` itself, which holds every rule for a used key (replay, refuse,
