@@ -32,7 +32,6 @@ DECLARE
     claim record;
     cap jsonb;  -- [cap id, window start, amount, enforce, metric]
     amount numeric;
-    i integer := 0;
     body jsonb := p_body;
     holds jsonb := '[]'::jsonb;
     ledger_id bigint;
@@ -55,7 +54,8 @@ BEGIN
             RETURN;
         END IF;
     END IF;
-    FOR cap IN SELECT value FROM jsonb_array_elements(p_caps) LOOP
+    FOR n IN 0 .. jsonb_array_length(p_caps) - 1 LOOP  -- not FOR ... IN SELECT: no query of its own
+        cap := p_caps->n;
         amount := (cap->>2)::numeric;
         ledger_id := NULL;  -- stays NULL unless an UPDATE below reserves
         FOR attempt IN 1 .. 2 LOOP
@@ -79,13 +79,12 @@ BEGIN
         END IF;
         holds := holds || jsonb_build_object('cap', (cap->>0)::bigint, 'ledger', ledger_id, 'metric', cap->>4,
                                              'amount', amount::text);
-        body := jsonb_set(body, ARRAY['caps', i::text], (body->'caps'->i) || jsonb_build_object(
+        body := jsonb_set(body, ARRAY['caps', n::text], (body->'caps'->n) || jsonb_build_object(
             'limit', round(ledger_limit, 6)::text, 'used', round(ledger_used, 6)::text,
             'reserved', round(ledger_reserved, 6)::text,
             'remaining', round(greatest(ledger_limit - ledger_used - ledger_reserved, 0), 6)::text));
-        i := i + 1;
     END LOOP;
-    IF i > 0 THEN
+    IF jsonb_array_length(holds) > 0 THEN
         INSERT INTO policy_reservation (id, agent_id, model, estimated_tokens, estimated_cost_usd, holds, state,
                                         created_at, expires_at)
         VALUES (p_reservation_id, p_agent_id, p_model, p_tokens, p_cost, holds, 'held', p_now,
