@@ -46,6 +46,8 @@ KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 IN_FLIGHT_LEASE = timedelta(seconds=60)
 _SECRET_NAME_RE = re.compile(r"(^|[_-])(token|secret|password|authorization|api[_-]?key|digest)$", re.IGNORECASE)
 _TOKEN_RE = re.compile(r"mmk_[0-9A-Za-z]{12}_[0-9A-Za-z]{38}")
+# The names _SECRET_NAME_RE looks for, each spelling: found anywhere in a text, some key may be one.
+_SECRET_WORDS = ("token", "secret", "password", "authorization", "apikey", "api_key", "api-key", "digest")
 
 
 class KeyReused(PreconditionFailed):
@@ -71,6 +73,24 @@ def principal_scope(principal: KeyOwner) -> str:
     return f"key:{principal.key_pk}"
 
 
+def storable_json(body: Any) -> str:
+    """`json.dumps(sanitize(body))`, without walking `body` when its JSON text shows there is nothing
+    to sanitize: all of it ASCII (nothing escaped as `\\u`, so no NUL, and no character that
+    matches a secret's name only when case is folded), no `mmk_`, and no secret's name anywhere.
+    That is nearly every response, and the walk was 3% of an admission's instructions
+    (docs/benchmarks.md, "Seventh session"); tests/gateway/test_storable_json.py holds the two equal."""
+    try:
+        text = json.dumps(body)
+    except TypeError:  # a key json cannot write (sanitize writes it with str())
+        return json.dumps(sanitize(body))
+    if "\\u" in text or "mmk_" in text:
+        return json.dumps(sanitize(body))
+    folded = text.lower()  # all ASCII here, where lower() is exactly what the regex's IGNORECASE matches
+    if any(word in folded for word in _SECRET_WORDS):  # (substring tests: the regex cost more than the walk)
+        return json.dumps(sanitize(body))
+    return text
+
+
 def sanitize(value: Any) -> Any:
     """Stored responses never keep anything that looks like a credential, nor a NUL character
     (jsonb cannot store it; it is kept as the six characters `\\u0000`)."""
@@ -93,8 +113,8 @@ def _storable_text(text: str) -> str:
 
 @functools.lru_cache(maxsize=4096, typed=True)  # response keys repeat (field names); a bounded cache for the rest
 def _storable_key(key: Any) -> tuple[str, bool]:
-    """A key as stored, and whether its value is to be redacted."""
-    text = str(key)
+    """A key as stored (spelled as JSON spells it, where JSON can), and whether its value is to be redacted."""
+    text = key if isinstance(key, str) else json.dumps(key) if key is None or isinstance(key, int | float) else str(key)
     return text.replace("\x00", "\\u0000"), bool(_SECRET_NAME_RE.search(text))
 
 
@@ -204,7 +224,7 @@ def idempotent(*, principal: KeyOwner, key: str | None, operation: str, request:
             return claim_id
         status, body = run()
         with connection.cursor() as cursor:  # raw SQL: the ORM's update was ~9% of an admission's Python
-            cursor.execute(_STORE, [status, json.dumps(sanitize(body)), claim_id])
+            cursor.execute(_STORE, [status, storable_json(body), claim_id])
         return Outcome(status, body)
 
     try:

@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from apps.gateway import metrics
 from apps.gateway.errors import Conflict, DomainError, Forbidden, InvalidInput, NotFound
-from apps.gateway.idempotency import Claim, Outcome, sanitize, stored_body
+from apps.gateway.idempotency import Claim, Outcome, storable_json, stored_body
 from apps.keys.models import Agent
 from apps.policy.models import (
     LEDGER_MAX,
@@ -250,7 +250,7 @@ def admit_in_one_statement(claim: Claim, *, principal: Principal, model: str, es
     admission = Admission(allowed=True, reservation_id=reservation_id if plan.windows else None,
                           estimated_cost_usd=plan.cost,
                           caps=[_status(cap, start, to_fill) for cap, start in plan.windows])
-    body = json.dumps(sanitize(render(admission)))
+    body = storable_json(render(admission))
     caps = json.dumps([[cap.id, start.isoformat(), str(amount), cap.enforce, cap.metric]
                        for (cap, start), amount in zip(plan.windows, plan.amounts, strict=True)])
     params = [*claim.params(now), caps, reservation_id, plan.policy.agent_id, model, plan.tokens, plan.cost,

@@ -108,7 +108,7 @@ def test_stored_bodies_are_sanitized():
         "api_key": "[redacted]", "nested": [{"note": "leaked [redacted]"}], "ok": 1}
     # NUL (which jsonb cannot store) in keys and text; keys that are not text; the same key again.
     assert sanitize({"a\x00b": "c\x00d", "Secret": {"x": 1}, 1: "one", None: "none"}) == {
-        "a\\u0000b": "c\\u0000d", "Secret": "[redacted]", "1": "one", "None": "none"}
+        "a\\u0000b": "c\\u0000d", "Secret": "[redacted]", "1": "one", "null": "none"}
     assert sanitize([{"Secret": 2, "token_hint": f"mmk_\x00{token}"}]) == [
         {"Secret": "[redacted]", "token_hint": "mmk_\\u0000[redacted]"}]
 
