@@ -19,6 +19,9 @@ from pathlib import Path
 #
 # Re-measured once admissions ran in one statement (6 interleaved rounds, docs/benchmarks.md, "Sixth
 # session"): sync 2 554/s, sync 3 537/s, p99 21.5 / 21.0 ms. Still sync 2.
+# And again with the statement prepared (seventh session, a faster host, 4 interleaved rounds): admission
+# / readiness 0.58x with sync 2 (838 admissions/s) and 0.56x with sync 3 (873/s, but readiness gains
+# more); gthread 2 x 2 was 0.51x before that change (0.53x for sync 2), with the worst tail. Still sync 2.
 #
 # An admission is now mostly Python (~1.3 ms of CPU against ~0.7 ms waiting on PostgreSQL), so a
 # second thread in a process mostly waits for the first one's GIL: threads lose on throughput and
