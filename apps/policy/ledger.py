@@ -335,9 +335,9 @@ def _record_decision(policy: EffectivePolicy, model: str, result: Admission, tok
 # and no other: first reservations, by id; then ledger rows, by (cap id, window start), where
 # creating a window's row counts as locking it. Admission follows it inside `policy_reserve`
 # and `policy_admit_once` (one window per cap, caps in id order; the reservation it inserts is
-# new, so nobody waits for it). Settlement, release, expiry and usage without a reservation collect every ledger
-# write of the whole transaction — across all the reservations and items of a batch — and
-# sort them before the first one. Changing or deleting a cap locks its rows by window start.
+# new, so nobody waits for it). Settlement, release, expiry and usage without a reservation
+# collect every ledger write of the whole transaction — across all the reservations and items
+# of a batch — and sort them before the first one. Changing or deleting a cap locks its rows by window start.
 
 
 class Settlement(NamedTuple):

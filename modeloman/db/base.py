@@ -36,8 +36,8 @@ class PreparedCursor(psycopg.Cursor):
         return super().execute(query, params, prepare=True if prepare is None else prepare, **kwargs)
 
     def _convert_query(self, query: Any, params: Any = None) -> Any:
-        # Django's query log (DEBUG, and the tests' query counts) reads `_query`, which psycopg sets
-        # only for a statement it sends unprepared.
+        # Django's query log (DEBUG, and the tests' query counts) reads psycopg's private `_query`,
+        # which psycopg sets only for a statement it sends unprepared (psycopg is pinned).
         self._query = super()._convert_query(query, params)
         return self._query
 
