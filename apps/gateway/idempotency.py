@@ -83,12 +83,11 @@ def storable_json(body: Any) -> str:
         text = json.dumps(body)
     except TypeError:  # a key json cannot write (sanitize writes it with str())
         return json.dumps(sanitize(body))
-    if "\\u" in text or "mmk_" in text:
-        return json.dumps(sanitize(body))
-    folded = text.lower()  # all ASCII here, where lower() is exactly what the regex's IGNORECASE matches
-    if any(word in folded for word in _SECRET_WORDS):  # (substring tests: the regex cost more than the walk)
-        return json.dumps(sanitize(body))
-    return text
+    if "\\u" not in text and "mmk_" not in text:
+        folded = text.lower()  # all ASCII here, where lower() is exactly what the regex's IGNORECASE matches
+        if not any(word in folded for word in _SECRET_WORDS):  # (substring tests: the regex cost more than the walk)
+            return text
+    return json.dumps(sanitize(body))
 
 
 def sanitize(value: Any) -> Any:
