@@ -98,7 +98,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, help="gunicorn workers (default: deploy/gunicorn.conf.py's)")
     args = parser.parse_args()
     if not os.environ.get("REDIS_URL"):
         sys.exit("REDIS_URL is required: rate limits count in Redis")
@@ -121,8 +121,10 @@ def main() -> None:
         listener.stop()
         connection.close()  # the servers are the only clients while measuring
 
-        # The deployed worker model (deploy/gunicorn.conf.py), with `--workers` processes.
-        model = dataclasses.replace(deployed_model(), workers=args.workers)
+        # The deployed worker model (deploy/gunicorn.conf.py), with `--workers` processes if given.
+        model = deployed_model()
+        if args.workers:
+            model = dataclasses.replace(model, workers=args.workers)
         with tempfile.TemporaryDirectory(prefix="bench-ratelimits-") as workdir, ExitStack() as stack:
             body = Path(workdir) / "admission.json"
             body.write_text(json.dumps({"model": MODEL, "estimated_input_tokens": 100, "estimated_output_tokens": 50}))

@@ -59,7 +59,7 @@ def http(method: str, url: str, *, token: str | None = None, body: dict | None =
 @contextmanager
 def gunicorn_server(*, workers: int = 2, env: dict[str, str] | None = None,
                     log_path: Path | None = None) -> Iterator[str]:
-    """Serve the WSGI app with real gunicorn workers, as deployed (deploy/gunicorn.conf.py: threaded
+    """Serve the WSGI app with real gunicorn workers, as deployed (deploy/gunicorn.conf.py: sync
     workers, metrics files, logging), on a loopback port; yield its base URL. `log_path`: keep the
     server's output there (else it is thrown away)."""
     port = free_port()
@@ -73,7 +73,7 @@ def gunicorn_server(*, workers: int = 2, env: dict[str, str] | None = None,
     log = (open(log_path, "wb") if log_path else  # noqa: SIM115
            tempfile.NamedTemporaryFile(prefix="gunicorn-", suffix=".log", delete=False))
     process = subprocess.Popen(
-        # The deployed worker model (deploy/gunicorn.conf.py: threaded workers), with `workers` processes.
+        # The deployed worker model (deploy/gunicorn.conf.py: sync workers), with `workers` processes.
         [sys.executable, "-m", "gunicorn", "modeloman.wsgi:application", "--config", "deploy/gunicorn.conf.py",
          "--bind", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning"],
         cwd=BASE_DIR, env=child_env, stdout=log, stderr=subprocess.STDOUT,
