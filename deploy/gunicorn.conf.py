@@ -25,10 +25,10 @@ from pathlib import Path
 # On the reference host class (eighth session, half that speed), sync 3 against sync 2: the
 # third process works while another waits for its commit's WAL flush (the machine idles 15% during
 # admissions with sync 2, ~5% with sync 3), but three processes time-sharing two cores cost each
-# request more CPU. Admissions: +11% to +44% in three --compare runs, +1% and +6% (medians of 12 and
-# 20 paired rounds, two servers alternating); readiness -7% to -17% (-12% paired). Not enough to trade reads
-# for, and the admission / readiness ratio would rise mostly because readiness falls. Still sync 2;
-# WEB_CONCURRENCY=3 is the knob for a deployment that only takes writes.
+# request more CPU. Admissions: +11% to +44% in three --compare runs, +1% and +6% (medians of 12
+# and 20 paired rounds, two servers alternating); readiness -7% to -17% (-12% paired). Not enough to
+# trade reads for, and the admission / readiness ratio would rise mostly because readiness falls.
+# Still sync 2; WEB_CONCURRENCY=3 is the knob for a deployment that only takes writes.
 #
 # An admission is now mostly Python (~1.3 ms of CPU against ~0.7 ms waiting on PostgreSQL), so a
 # second thread in a process mostly waits for the first one's GIL: threads lose on throughput and
