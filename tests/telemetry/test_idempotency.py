@@ -129,10 +129,18 @@ def test_twenty_concurrent_identical_requests_have_exactly_one_effect():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_retries_of_a_failing_request_get_its_400_or_409_never_500():
+def test_concurrent_retries_of_a_failing_request_get_its_400_or_409_never_500(monkeypatch):
     """Issue 8, item 5: a failed original deletes its claim; a concurrent retry that saw the claim
     conflict and then found it gone used to answer 500 (IdempotencyRecord.DoesNotExist)."""
     from rest_framework.test import APIClient
+
+    # A duplicate waits for the claim in flight (claim and effect share one transaction), so the 16
+    # threads queue behind each other's claims. Sharing one GIL on a slow host, the last can wait past
+    # the 2 s lock timeout and get 503 `database_timeout` (seen once in CI): that is the harness, not
+    # the race this test is about. The threads' own connections get a lock timeout the queue stays
+    # under (a later -c wins).
+    options = connections.settings["default"]["OPTIONS"]
+    monkeypatch.setitem(options, "options", options["options"] + " -c lock_timeout=30000")
 
     token = issue_key(scopes=["tasks:write"]).token
     threads_per_round, rounds = 16, 25
@@ -156,12 +164,7 @@ def test_concurrent_retries_of_a_failing_request_get_its_400_or_409_never_500():
             thread.join()
 
     assert len(outcomes) == threads_per_round * rounds
-    # A duplicate waits for the claim in flight (one transaction holds claim and effect), so the 16
-    # queue behind each other's claims; with 16 threads sharing one GIL on a slow host the last can
-    # wait past DB_LOCK_TIMEOUT_MS, which answers 503 `database_timeout` (Retry-After) by design.
-    # What this test guards is that no retry meets a vanished claim as a 500.
-    assert set(outcomes) <= {(400, "validation_error"), (409, "idempotency_in_flight"),
-                             (503, "database_timeout")}, sorted(set(outcomes))
+    assert set(outcomes) <= {(400, "validation_error"), (409, "idempotency_in_flight")}, sorted(set(outcomes))
     assert (400, "validation_error") in outcomes
     assert not Run.objects.exists() and not IdempotencyRecord.objects.exists()
 
