@@ -2,7 +2,8 @@
 of a percent run after run, where throughput on a shared 2-core VM varies by ±15% (docs/benchmarks.md).
 For changes too small to show over the wire; not a substitute for bench/http_admission.py.
 
-    .venv/bin/python bench/instructions.py [--requests 100]     (needs valgrind: apt-get install valgrind)
+    .venv/bin/python bench/instructions.py [--requests 100] [--over-the-wire]
+                                                                (needs valgrind: apt-get install valgrind)
 
 Seeds a throwaway database as bench/http_admission.py does (production settings, one cost cap and one
 request cap), then runs the WSGI application in a second process under callgrind, in process (no
@@ -10,17 +11,26 @@ socket, no gunicorn): each request type warmed up, then counted over --requests 
 collection switched on only around them (`callgrind_control`) and the garbage collector off. Prints
 instructions per request for GET /readyz, GET /api/v1/whoami and POST /api/v1/admissions, and each
 against readiness.
+
+With --over-the-wire, the second process is gunicorn with deploy/gunicorn.conf.py and one sync
+worker, and the requests come over loopback, each on a connection of its own as wrk's do against
+sync workers: the count is everything the worker runs for a request (gunicorn's parsing and
+writing, the request log, its share of garbage collection), what bench/http_admission.py's CPU
+figures time.
 """
 
 import argparse
 import gc
+import http.client
 import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +38,14 @@ from pathlib import Path
 WARMUP = 50
 
 
-def requests_to_count(token: str, admission: bytes) -> dict:
+def the_requests(call: Callable[..., None], admission: bytes) -> dict[str, Callable[[], None]]:
+    """name: a function sending that request with `call(path, method=, body=, auth=)`."""
+    return {"GET  /readyz": lambda: call("/readyz", auth=False),
+            "GET  /api/v1/whoami": lambda: call("/api/v1/whoami"),
+            "POST /api/v1/admissions": lambda: call("/api/v1/admissions", method="POST", body=admission)}
+
+
+def requests_to_count(token: str, admission: bytes) -> dict[str, Callable[[], None]]:
     """name: a function sending that request to the WSGI application (in this process)."""
     from modeloman.wsgi import application
 
@@ -54,9 +71,27 @@ def requests_to_count(token: str, admission: bytes) -> dict:
         if not statuses[0].startswith("200"):
             raise SystemExit(f"{method} {path}: {statuses[0]}")
 
-    return {"GET  /readyz": lambda: call("/readyz", auth=False),
-            "GET  /api/v1/whoami": lambda: call("/api/v1/whoami"),
-            "POST /api/v1/admissions": lambda: call("/api/v1/admissions", method="POST", body=admission)}
+    return the_requests(call, admission)
+
+
+def requests_over_the_wire(port: int, token: str, admission: bytes) -> dict[str, Callable[[], None]]:
+    """name: a function sending that request to the server on `port`, on a new connection."""
+
+    def call(path: str, *, method: str = "GET", body: bytes | None = None, auth: bool = True) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if auth else {}
+        if method == "POST":
+            headers.update({"Content-Type": "application/json", "Idempotency-Key": uuid.uuid4().hex})
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)  # valgrind is slow
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            answer = connection.getresponse()
+            answer.read()
+        finally:
+            connection.close()
+        if answer.status != 200:
+            raise SystemExit(f"{method} {path}: {answer.status}")
+
+    return the_requests(call, admission)
 
 
 def counted(token: str, admission: bytes, count: int) -> None:
@@ -84,6 +119,8 @@ def counted(token: str, admission: bytes, count: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=100, help="requests counted per request type")
+    parser.add_argument("--over-the-wire", action="store_true",
+                        help="count a gunicorn sync worker serving the requests over loopback")
     parser.add_argument("--child", nargs=2, metavar=("TOKEN", "BODY"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -103,32 +140,89 @@ def main() -> None:
         token = http_admission.seed()
         env = {**os.environ, "DATABASE_URL": database_url(connection.settings_dict), "PYTHONHASHSEED": "0"}
         connections.close_all()
-        command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-                   f"--callgrind-out-file={workdir}/callgrind.out", sys.executable, __file__,
-                   "--requests", str(args.requests), "--child", token, admission]
-        figures: dict[str, float] = {}
-        log = Path(workdir) / "child.log"  # valgrind's own messages and anything the child says on stderr
-        with log.open("w") as stderr, subprocess.Popen(command, env=env, text=True, stdin=subprocess.PIPE,
-                                                       stdout=subprocess.PIPE, stderr=stderr) as child:
-            assert child.stdin and child.stdout
-            for line in child.stdout:
-                step, name = line.rstrip("\n").split(" ", 1)
-                options = ["--zero", "--instr=on"] if step == "start" else ["--instr=off", "--dump"]
-                for option in options:
-                    subprocess.run(["callgrind_control", option, str(child.pid)], check=True,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                if step == "stop":
-                    figures[name] = newest_total(Path(workdir)) / args.requests
-                child.stdin.write("go\n")
-                child.stdin.flush()
-        if child.returncode or len(figures) != 3:
-            raise SystemExit(f"the counted process failed ({child.returncode}):\n{log.read_text()[-3000:]}")
+        if args.over_the_wire:
+            figures = count_over_the_wire(Path(workdir), env, token, admission.encode(), args.requests)
+            where = "in one gunicorn sync worker, over loopback"
+        else:
+            figures = count_in_process(Path(workdir), env, token, admission, args.requests)
+            where = "in process"
 
     readiness = figures["GET  /readyz"]
-    print(f"Instructions per request in process (callgrind; production settings; {args.requests} requests "
+    print(f"Instructions per request {where} (callgrind; production settings; {args.requests} requests "
           f"after {WARMUP} warm-up ones)")
     for name, instructions in figures.items():
         print(f"{name:<26} {instructions / 1e6:6.3f} M   {instructions / readiness:5.2f}x readiness")
+
+
+def count_in_process(workdir: Path, env: dict[str, str], token: str, admission: str, count: int) -> dict[str, float]:
+    command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+               f"--callgrind-out-file={workdir}/callgrind.out", sys.executable, __file__,
+               "--requests", str(count), "--child", token, admission]
+    figures: dict[str, float] = {}
+    log = workdir / "child.log"  # valgrind's own messages and anything the child says on stderr
+    with log.open("w") as stderr, subprocess.Popen(command, env=env, text=True, stdin=subprocess.PIPE,
+                                                   stdout=subprocess.PIPE, stderr=stderr) as child:
+        assert child.stdin and child.stdout
+        for line in child.stdout:
+            step, name = line.rstrip("\n").split(" ", 1)
+            if step == "start":
+                collect(child.pid, "--zero", "--instr=on")
+            else:
+                figures[name] = collect(child.pid, "--instr=off", "--dump", workdir=workdir) / count
+            child.stdin.write("go\n")
+            child.stdin.flush()
+    if child.returncode or len(figures) != 3:
+        raise SystemExit(f"the counted process failed ({child.returncode}):\n{log.read_text()[-3000:]}")
+    return figures
+
+
+def count_over_the_wire(workdir: Path, env: dict[str, str], token: str, admission: bytes,
+                        count: int) -> dict[str, float]:
+    from _http import BASE_DIR, free_port
+
+    port = free_port()
+    command = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--trace-children=yes",
+               f"--callgrind-out-file={workdir}/callgrind.out.%p", sys.executable, "-m", "gunicorn",
+               "modeloman.wsgi:application", "--config", str(BASE_DIR / "deploy" / "gunicorn.conf.py"),
+               "--bind", f"127.0.0.1:{port}", "--worker-class", "sync", "--workers", "1",
+               "--max-requests", "0", "--timeout", "600"]
+    log = workdir / "server.log"
+    figures: dict[str, float] = {}
+    with log.open("w") as output, subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=output,
+                                                   stderr=subprocess.STDOUT, start_new_session=True) as server:
+        try:
+            send = requests_over_the_wire(port, token, admission)
+            deadline = time.monotonic() + 300  # gunicorn and Django start slowly under valgrind
+            while True:
+                try:
+                    send["GET  /readyz"]()
+                    break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit(f"gunicorn did not start:\n{log.read_text()[-3000:]}") from None
+                    time.sleep(1)
+            worker = int(subprocess.run(["pgrep", "-P", str(server.pid)], capture_output=True, text=True,
+                                        check=True).stdout.split()[0])
+            for request in send.values():  # all warmed up first: the worker's first full collection lands here
+                for _ in range(WARMUP):
+                    request()
+            for name, request in send.items():
+                collect(worker, "--zero", "--instr=on")
+                for _ in range(count):
+                    request()
+                figures[name] = collect(worker, "--instr=off", "--dump", workdir=workdir) / count
+        finally:
+            if server.poll() is None:
+                os.killpg(server.pid, signal.SIGTERM)
+    return figures
+
+
+def collect(pid: int, *options: str, workdir: Path | None = None) -> int:
+    """Send callgrind_control `options` to `pid`; with `workdir`, the instructions of the dump just made."""
+    for option in options:
+        subprocess.run(["callgrind_control", option, str(pid)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return newest_total(workdir) if workdir else 0
 
 
 def newest_total(workdir: Path) -> int:

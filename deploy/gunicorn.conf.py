@@ -29,6 +29,9 @@ from pathlib import Path
 # and 20 paired rounds, two servers alternating); readiness -7% to -17% (-12% paired). Not enough to
 # trade reads for, and the admission / readiness ratio would rise mostly because readiness falls.
 # Still sync 2; WEB_CONCURRENCY=3 is the knob for a deployment that only takes writes.
+# gevent workers (ninth session, paired rounds, worker_connections 4 or 8) fill the same wait inside
+# one process: admissions x1.12-1.19, but readiness gains too (keep-alive, which sync lacks), so the
+# ratio stays, and admission p99 doubles (35-60 against 22-28 ms). Not adopted.
 #
 # An admission is now mostly Python (~1.3 ms of CPU against ~0.7 ms waiting on PostgreSQL), so a
 # second thread in a process mostly waits for the first one's GIL: threads lose on throughput and
