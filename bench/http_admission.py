@@ -2,7 +2,8 @@
 production settings on loopback, driven by wrk (a separate C process), same run, same data.
 
     make bench-http      (or: .venv/bin/python bench/http_admission.py [--seconds 5] [--rounds 3])
-    .venv/bin/python bench/http_admission.py --compare sync:2,sync:4,gthread:2x2   (worker models)
+    .venv/bin/python bench/http_admission.py --compare sync:2,sync:4,gthread:2x2   (worker models: all
+        servers up at once, wrk alternating between them; ratios per round against the first model)
 
 Needs wrk (`apt-get install -y wrk`) and REDIS_URL (readiness and the shared cache, as in
 production); DATABASE_URL names a server where this user may create databases (unset: the embedded
@@ -53,6 +54,7 @@ import json  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
+from contextlib import ExitStack  # noqa: E402
 from decimal import Decimal  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -255,32 +257,49 @@ def full_run(args, token: str, env: dict[str, str], workdir: Path) -> None:
 
 
 def compare(args, token: str, env: dict[str, str], workdir: Path) -> None:
-    """readyz and admission for each worker model; configurations interleaved, order rotated each round."""
+    """readyz and admission for each worker model. Every model's server is up for the whole run, on
+    the same database, and wrk alternates between them (order rotated each round): a drift of the
+    host hits each round's models alike, so the per-round ratio against the first model is the
+    figure to read."""
     models = [WorkerModel.parse(text) for text in args.compare.split(",")]
     results: dict[WorkerModel, dict[str, list[WrkResult]]] = {m: {"readyz": [], "admission": []} for m in models}
-    for round_number in range(args.rounds):
-        shift = round_number % len(models)
-        for model in models[shift:] + models[:shift]:
-            with gunicorn_server(app="modeloman.wsgi:application", model=model, env=env) as base:
-                endpoints = Endpoints(base, token, workdir)
-                endpoints.readyz(args.warmup)
-                checked(endpoints.admission(args.warmup), "admission warm-up")
-                results[model]["readyz"].append(checked(endpoints.readyz(args.seconds), "GET /readyz", tolerated=0.01))
-                results[model]["admission"].append(checked(endpoints.admission(args.seconds), "admission"))
-            print(f"  round {round_number + 1} {model}: readyz {results[model]['readyz'][-1].rate:.0f}/s, "
-                  f"admission {results[model]['admission'][-1].rate:.0f}/s", flush=True)
+    with ExitStack() as servers:
+        endpoints = {}
+        for model in models:
+            base = servers.enter_context(gunicorn_server(app="modeloman.wsgi:application", model=model, env=env))
+            endpoints[model] = Endpoints(base, token, workdir)
+            endpoints[model].readyz(args.warmup)
+            checked(endpoints[model].admission(args.warmup), "admission warm-up")
+        for round_number in range(args.rounds):
+            shift = round_number % len(models)
+            for model in models[shift:] + models[:shift]:
+                results[model]["admission"].append(checked(endpoints[model].admission(args.seconds), "admission"))
+                results[model]["readyz"].append(checked(endpoints[model].readyz(args.seconds), "GET /readyz",
+                                                        tolerated=0.01))
+            print(f"  round {round_number + 1}: " + ", ".join(
+                f"{model} readyz {results[model]['readyz'][-1].rate:.0f}/s admission "
+                f"{results[model]['admission'][-1].rate:.0f}/s" for model in models), flush=True)
     if AdmissionDecision.objects.exists():
         raise SystemExit("some admissions were denied: the caps' limits are too low for this run")
-    print(f"Worker models, wrk {CONNECTIONS} connections, medians of {args.rounds} interleaved rounds of "
-          f"{args.seconds:g} s (production settings, loopback)")
+    print(f"Worker models, all servers up, wrk {CONNECTIONS} connections alternating between them; medians of "
+          f"{args.rounds} rounds of {args.seconds:g} s (production settings, loopback)")
     print(f"{'model':<12} {'readyz/s':>9} {'admit/s':>8} {'ratio':>6} {'admit p50':>10} {'admit p99':>10} "
-          f"{'readyz p99':>11}")
+          f"{'readyz p99':>11}   per round against {models[0]}: admissions, readyz")
+    first = results[models[0]]
     for model, figures in results.items():
         readyz, admission = median_rate(figures["readyz"]), median_rate(figures["admission"])
+        against = "" if model == models[0] else "   " + ", ".join(
+            per_round(figures[name], first[name]) for name in ("admission", "readyz"))
         print(f"{model!s:<12} {readyz:>9.0f} {admission:>8.0f} {admission / readyz:>6.2f} "
               f"{statistics.median(r.p50_ms for r in figures['admission']):>7.1f} ms "
               f"{statistics.median(r.p99_ms for r in figures['admission']):>7.1f} ms "
-              f"{statistics.median(r.p99_ms for r in figures['readyz']):>8.1f} ms")
+              f"{statistics.median(r.p99_ms for r in figures['readyz']):>8.1f} ms{against}")
+
+
+def per_round(these: list[WrkResult], baseline: list[WrkResult]) -> str:
+    """`x1.06 (0.81-1.32)`: the median and range of the rounds' rate ratios."""
+    ratios = [mine.rate / theirs.rate for mine, theirs in zip(these, baseline, strict=True)]
+    return f"x{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
 
 
 def main() -> None:

@@ -31,7 +31,9 @@ from pathlib import Path
 # Still sync 2; WEB_CONCURRENCY=3 is the knob for a deployment that only takes writes.
 # gevent workers (ninth session, paired rounds, worker_connections 4 or 8) fill the same wait inside
 # one process: admissions x1.12-1.19, but readiness gains too (keep-alive, which sync lacks), so the
-# ratio stays, and admission p99 doubles (35-60 against 22-28 ms). Not adopted.
+# ratio stays, and admission p99 doubles (35-60 against 22-28 ms). Not adopted. On that faster host,
+# `--compare sync:2,sync:3,gthread:2x2` (servers up together, 6 rounds): sync 3 x0.89 admissions and
+# x0.96 readiness per round, gthread 2 x 2 x0.97 and x0.74. Still sync 2.
 #
 # An admission is now mostly Python (~1.3 ms of CPU against ~0.7 ms waiting on PostgreSQL), so a
 # second thread in a process mostly waits for the first one's GIL: threads lose on throughput and
