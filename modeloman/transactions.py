@@ -33,6 +33,16 @@ TIMEOUT_SQLSTATES = frozenset({"57014", "55P03"})  # query_canceled (statement_t
 MAX_ATTEMPTS = 4
 
 
+# A write service's own transaction, for the services agents' writes call inside an idempotent
+# write's transaction (apps.gateway.idempotency). Called there, it joins that transaction without a
+# savepoint: any error of the service rolls the whole write back, claim included, so a savepoint
+# would be two more round trips (SAVEPOINT, RELEASE) and a subtransaction for nothing. Called
+# outside a transaction, it is one, as `transaction.atomic` is. The price: a caller cannot catch a
+# service's error and carry on in the same transaction (Django refuses its next query), which no
+# caller does.
+write_transaction = transaction.atomic(savepoint=False)
+
+
 class ServiceBusy(Unavailable):
     code = "database_busy"
     title = "Busy, try again"

@@ -42,7 +42,7 @@ from apps.policy.models import (
 from apps.policy.selectors import CapRule, EffectivePolicy, effective_policy, price_for
 from apps.policy.windows import window_start
 from modeloman.db.base import prepared_cursor
-from modeloman.transactions import atomic_with_retry, statement_with_retry
+from modeloman.transactions import atomic_with_retry, statement_with_retry, write_transaction
 
 if TYPE_CHECKING:
     from apps.gateway.auth import Principal
@@ -450,7 +450,7 @@ def _lock_reservations(agent_id: int, settlements: Sequence[Settlement]) -> list
     return reservations
 
 
-@transaction.atomic
+@write_transaction
 def usage_record(*, agent_id: int, settlements: Sequence[Settlement] = (), usages: Iterable[Usage] = (),
                  now: dt.datetime | None = None) -> None:
     """Record a batch's usage: settle its reservations (actual usage moves to `used`, the rest of

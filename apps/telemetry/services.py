@@ -41,6 +41,7 @@ from apps.telemetry.validation import (
     checked_money,
     encoded_attributes,
 )
+from modeloman.transactions import write_transaction
 
 if TYPE_CHECKING:
     from apps.gateway.auth import Principal
@@ -70,7 +71,7 @@ def _agent_of(principal: Principal) -> int:
     return principal.agent_id
 
 
-@transaction.atomic
+@write_transaction
 def run_start(*, principal: Principal, task: str, metadata: dict) -> Run:
     """Start a run, unless a kill switch is on or the agent is at its concurrent-run limit."""
     agent_id = _agent_of(principal)
@@ -106,7 +107,7 @@ _FINISH = """
 """
 
 
-@transaction.atomic
+@write_transaction
 def run_finish(*, principal: Principal, run_id: uuid.UUID, status: str, metadata: dict | None) -> Run:
     """Finish the caller's running run: one conditional UPDATE by primary key."""
     agent_id = _agent_of(principal)
@@ -146,7 +147,7 @@ _ADD_TO_RUN = """
 """
 
 
-@transaction.atomic
+@write_transaction
 def attempts_record(*, principal: Principal, items: Sequence[AttemptIn], batch: bool) -> list[uuid.UUID]:
     """Record prompt attempts, all or nothing. Cost is computed here from ModelPrice; the
     agent's own figure is kept beside it, and is what an unpriced model is charged (under an
@@ -234,7 +235,7 @@ _COUNT_EVENTS = """
 """
 
 
-@transaction.atomic
+@write_transaction
 def run_events_record(*, principal: Principal, run_id: uuid.UUID, items: Sequence[RunEventIn],
                       batch: bool) -> list[uuid.UUID]:
     """Append events to the caller's run, at most MAX_EVENTS_PER_RUN in its life."""
@@ -261,7 +262,7 @@ def run_events_record(*, principal: Principal, run_id: uuid.UUID, items: Sequenc
     return ids
 
 
-@transaction.atomic
+@write_transaction
 def benchmark_record(*, principal: Principal, item: BenchmarkIn) -> uuid.UUID:
     """Record one benchmark result for the caller's project."""
     agent_id = _agent_of(principal)

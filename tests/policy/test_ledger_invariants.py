@@ -89,7 +89,9 @@ class LedgerMachine(RuleBasedStateMachine):
         reservation, model = data.draw(st.sampled_from(self.held))
         other = data.draw(st.sampled_from([m for m in MODELS if m != model]))
         before = ledger_snapshot()
-        with pytest.raises(ledger.ReservationRefused) as refused:
+        # A caller that goes on after a write service's error needs a savepoint of its own
+        # (`write_transaction` joins the caller's transaction without one).
+        with pytest.raises(ledger.ReservationRefused) as refused, transaction.atomic():
             ledger.reservation_settle(reservation_id=reservation, agent_id=self.agent_id, model=other,
                                         actual_tokens=1000, actual_cost_usd=Decimal(1), now=self.now)
         assert refused.value.code == "reservation_model_mismatch"
