@@ -155,6 +155,7 @@ def main() -> None:
 
 
 def count_in_process(workdir: Path, env: dict[str, str], token: str, admission: str, count: int) -> dict[str, float]:
+    """Instructions per request of each type in a child process running the WSGI application (`counted`)."""
     command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                f"--callgrind-out-file={workdir}/callgrind.out", sys.executable, __file__,
                "--requests", str(count), "--child", token, admission]
@@ -166,9 +167,10 @@ def count_in_process(workdir: Path, env: dict[str, str], token: str, admission: 
         for line in child.stdout:
             step, name = line.rstrip("\n").split(" ", 1)
             if step == "start":
-                collect(child.pid, "--zero", "--instr=on")
+                callgrind_control(child.pid, "--zero", "--instr=on")
             else:
-                figures[name] = collect(child.pid, "--instr=off", "--dump", workdir=workdir) / count
+                callgrind_control(child.pid, "--instr=off", "--dump")
+                figures[name] = newest_total(workdir) / count
             child.stdin.write("go\n")
             child.stdin.flush()
     if child.returncode or len(figures) != 3:
@@ -178,6 +180,7 @@ def count_in_process(workdir: Path, env: dict[str, str], token: str, admission: 
 
 def count_over_the_wire(workdir: Path, env: dict[str, str], token: str, admission: bytes,
                         count: int) -> dict[str, float]:
+    """Instructions per request of each type in a gunicorn sync worker, the requests sent from here."""
     from _http import BASE_DIR, free_port
 
     port = free_port()
@@ -207,22 +210,21 @@ def count_over_the_wire(workdir: Path, env: dict[str, str], token: str, admissio
                 for _ in range(WARMUP):
                     request()
             for name, request in send.items():
-                collect(worker, "--zero", "--instr=on")
+                callgrind_control(worker, "--zero", "--instr=on")
                 for _ in range(count):
                     request()
-                figures[name] = collect(worker, "--instr=off", "--dump", workdir=workdir) / count
+                callgrind_control(worker, "--instr=off", "--dump")
+                figures[name] = newest_total(workdir) / count
         finally:
             if server.poll() is None:
                 os.killpg(server.pid, signal.SIGTERM)
     return figures
 
 
-def collect(pid: int, *options: str, workdir: Path | None = None) -> int:
-    """Send callgrind_control `options` to `pid`; with `workdir`, the instructions of the dump just made."""
+def callgrind_control(pid: int, *options: str) -> None:
     for option in options:
         subprocess.run(["callgrind_control", option, str(pid)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return newest_total(workdir) if workdir else 0
 
 
 def newest_total(workdir: Path) -> int:
