@@ -38,8 +38,8 @@ MAX_ATTEMPTS = 4
 # savepoint: any error of the service rolls the whole write back, claim included, so a savepoint
 # would be two more round trips (SAVEPOINT, RELEASE) and a subtransaction for nothing. Called
 # outside a transaction, it is one, as `transaction.atomic` is. The price: a caller cannot catch a
-# service's error and carry on in the same transaction (Django refuses its next query), which no
-# caller does.
+# service's error and carry on in the same transaction (Django refuses its next query); none in the
+# application does, and a test that does opens a savepoint of its own (`transaction.atomic()`).
 write_transaction = transaction.atomic(savepoint=False)
 
 
