@@ -468,27 +468,6 @@ def usage_record(*, agent_id: int, settlements: Sequence[Settlement] = (), usage
     _apply([*_hold_charges(holds), *_usage_charges(agent_id, usages)])
 
 
-def reservation_settle(*, reservation_id: uuid.UUID, agent_id: int, model: str, actual_tokens: int,
-                       actual_cost_usd: Decimal, now: dt.datetime | None = None) -> None:
-    """Settle one reservation with what the attempt of `model` actually used."""
-    usage_record(agent_id=agent_id, settlements=[Settlement(reservation_id, model, actual_tokens, actual_cost_usd)],
-                 now=now)
-
-
-@transaction.atomic
-def reservation_release(*, reservation_id: uuid.UUID, agent_id: int, now: dt.datetime | None = None) -> Reservation:
-    """Give back everything a reservation held (the attempt failed or never happened)."""
-    updated = Reservation.objects.filter(id=reservation_id, agent_id=agent_id, state=Reservation.State.HELD).update(
-        state=Reservation.State.RELEASED, finished_at=now or timezone.now())
-    reservation = Reservation.objects.filter(id=reservation_id, agent_id=agent_id).first()
-    if reservation is None:
-        raise NotFound("No such reservation.", code="reservation_not_found")
-    if not updated:
-        raise Conflict(f"The reservation is already {reservation.state}.", code="reservation_not_held")
-    _apply(_hold_charges((hold, None) for hold in reservation.holds))
-    return reservation
-
-
 def reservations_expire(*, now: dt.datetime | None = None, batch_size: int = 500) -> int:
     """Release held reservations past their expiry. Safe to run from several processes."""
     now = now or timezone.now()

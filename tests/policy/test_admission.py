@@ -28,6 +28,12 @@ def admit(principal, model="gpt-test", input_tokens=MILLION, output_tokens=0, **
                           estimated_output_tokens=output_tokens, **kwargs)
 
 
+def settle(principal, admission, *, tokens, cost, model="gpt-test"):
+    """What an attempt reported with the admission's reservation does (apps.telemetry.services)."""
+    policy_ledger.usage_record(agent_id=principal.agent_id, settlements=[
+        policy_ledger.Settlement(admission.reservation_id, model, tokens, Decimal(cost))])
+
+
 def ledger(cap):
     return UsageLedger.objects.get(cap=cap)
 
@@ -50,15 +56,15 @@ def test_forty_concurrent_admissions_never_overshoot_the_cap():
 
 
 @pytest.mark.django_db
-def test_release_and_expiry_return_the_ledger_to_its_prior_value():
+def test_a_settlement_of_nothing_and_expiry_return_the_ledger_to_its_prior_value():
     make_price("gpt-test", input_per_mtok="10")
     principal = principal_for()
     cap = make_cap(limit="100")
     first = admit(principal)
     before = (ledger(cap).used, ledger(cap).reserved)
 
-    released = admit(principal)
-    policy_ledger.reservation_release(reservation_id=released.reservation_id, agent_id=principal.agent_id)
+    failed = admit(principal)  # the attempt failed before it spent anything
+    settle(principal, failed, tokens=0, cost=0)
     assert (ledger(cap).used, ledger(cap).reserved) == before
 
     expiring = admit(principal)
@@ -74,20 +80,17 @@ def test_settling_moves_actual_cost_to_used_and_keeps_overrun_outside_the_limit(
     principal = principal_for()
     cap = make_cap(limit="25")
     cheap = admit(principal)  # reserves 10
-    policy_ledger.reservation_settle(reservation_id=cheap.reservation_id, agent_id=principal.agent_id, model="gpt-test",
-                                actual_tokens=500_000, actual_cost_usd=Decimal("4"))
+    settle(principal, cheap, tokens=500_000, cost="4")
     assert (ledger(cap).used, ledger(cap).reserved) == (Decimal(4), Decimal(0))
 
     costly = admit(principal)  # reserves 10 more; actual comes back at 30
-    policy_ledger.reservation_settle(reservation_id=costly.reservation_id, agent_id=principal.agent_id,
-                                     model="gpt-test", actual_tokens=3 * MILLION, actual_cost_usd=Decimal("30"))
+    settle(principal, costly, tokens=3 * MILLION, cost="30")
     row = ledger(cap)
     assert (row.used, row.reserved, row.overrun) == (Decimal(25), Decimal(0), Decimal(9))
     assert not admit(principal).allowed
 
     with pytest.raises(DomainError) as again:
-        policy_ledger.reservation_settle(reservation_id=costly.reservation_id, agent_id=principal.agent_id,
-                                         model="gpt-test", actual_tokens=1, actual_cost_usd=Decimal(1))
+        settle(principal, costly, tokens=1, cost=1)
     assert again.value.code == "reservation_not_held"
 
 

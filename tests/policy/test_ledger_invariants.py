@@ -1,4 +1,4 @@
-"""Stateful property test: whatever sequence of admit / settle / release / expire / cap change /
+"""Stateful property test: whatever sequence of admit / settle / expire / cap change /
 batch happens — batches crossing caps and windows in any item order, unpriced models, the
 largest values the validators admit, attempts of the wrong model — every ledger row keeps
 0 <= used, 0 <= reserved, used + reserved <= limit, and `reserved` is exactly what held
@@ -63,6 +63,10 @@ class LedgerMachine(RuleBasedStateMachine):
         if result.reservation_id:
             self.held.append((result.reservation_id, model))
 
+    def _settle(self, reservation, model, tokens, cost):
+        ledger.usage_record(agent_id=self.agent_id, settlements=[ledger.Settlement(reservation, model, tokens, cost)],
+                            now=self.now)
+
     def _pop(self, data):
         return self.held.pop(data.draw(st.integers(0, len(self.held) - 1)))
 
@@ -80,8 +84,7 @@ class LedgerMachine(RuleBasedStateMachine):
           actual_tokens=st.integers(0, 20_000_000) | st.just(2 * MAX_TOKENS))
     def settle(self, data, actual_cost, actual_tokens):
         reservation, model = self._pop(data)
-        ledger.reservation_settle(reservation_id=reservation, agent_id=self.agent_id, model=model,
-                                    actual_tokens=actual_tokens, actual_cost_usd=actual_cost, now=self.now)
+        self._settle(reservation, model, actual_tokens, actual_cost)
 
     @precondition(lambda self: self.held)
     @rule(data=st.data())
@@ -92,8 +95,7 @@ class LedgerMachine(RuleBasedStateMachine):
         # A caller that goes on after a write service's error needs a savepoint of its own
         # (`write_transaction` joins the caller's transaction without one).
         with pytest.raises(ledger.ReservationRefused) as refused, transaction.atomic():
-            ledger.reservation_settle(reservation_id=reservation, agent_id=self.agent_id, model=other,
-                                        actual_tokens=1000, actual_cost_usd=Decimal(1), now=self.now)
+            self._settle(reservation, other, 1000, Decimal(1))
         assert refused.value.code == "reservation_model_mismatch"
         assert ledger_snapshot() == before
         assert Reservation.objects.get(id=reservation).state == "held"
@@ -124,9 +126,9 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: self.held)
     @rule(data=st.data())
-    def release(self, data):
-        reservation, _ = self._pop(data)
-        ledger.reservation_release(reservation_id=reservation, agent_id=self.agent_id)
+    def settle_a_failed_attempt(self, data):
+        reservation, model = self._pop(data)
+        self._settle(reservation, model, 0, Decimal(0))
 
     @rule()
     def expire_everything(self):
