@@ -389,10 +389,10 @@ class UsageLedgerAdmin(ReadOnlyModelAdmin):
 
 
 class ReservationAdmin(ReadOnlyModelAdmin):
-    list_display = ("id", "agent", "model", "state", "estimated_cost_usd", "actual_cost_usd", "priced_by",
+    list_display = ("id", "agent", "run", "model", "state", "estimated_cost_usd", "actual_cost_usd", "priced_by",
                     "created_at", "expires_at")
     list_filter = ("state",)
-    list_select_related = ("agent__project",)
+    list_select_related = ("agent__project", "run")
     date_hierarchy = "created_at"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Reservation]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from decimal import Decimal
 from typing import Annotated
 from urllib.parse import urlencode
@@ -23,6 +24,7 @@ from apps.gateway.rest.serializers import (
     StrictDecimalField,
     StrictIntegerField,
     StrictSerializer,
+    StrictUUIDField,
     rendered,
     shared,
     validated,
@@ -68,6 +70,7 @@ class AdmissionsApi(GatewayApi):
         estimated_input_tokens = StrictIntegerField(min_value=0, max_value=MAX_TOKENS)
         estimated_output_tokens = StrictIntegerField(min_value=0, max_value=MAX_TOKENS)
         estimated_cost_usd = _money(required=False)
+        run_id = StrictUUIDField(required=False, allow_null=True, help_text="The caller's run this is for (optional).")
 
     class OutputSerializer(serializers.Serializer):
         allowed = serializers.BooleanField()
@@ -116,6 +119,8 @@ def decoded_admission(request: AgentRequest) -> dict | None:
               "estimated_output_tokens": decoded.estimated_output_tokens}
     if decoded.estimated_cost_usd is not msgspec.UNSET:  # the serializer's own conversion (six places)
         fields["estimated_cost_usd"] = _COST_FIELD.run_validation(decoded.estimated_cost_usd)
+    if decoded.run_id is not msgspec.UNSET:
+        fields["run_id"] = None if decoded.run_id is None else uuid.UUID(decoded.run_id)
     return fields
 
 
@@ -129,6 +134,7 @@ class AdmissionIn(msgspec.Struct, forbid_unknown_fields=True):
     estimated_input_tokens: Tokens
     estimated_output_tokens: Tokens
     estimated_cost_usd: Annotated[str, msgspec.Meta(pattern=_COST_FIELD.pattern)] | msgspec.UnsetType = msgspec.UNSET
+    run_id: Annotated[str, msgspec.Meta(pattern=StrictUUIDField.pattern)] | None | msgspec.UnsetType = msgspec.UNSET
 
 
 _ADMISSION_IN = msgspec.json.Decoder(AdmissionIn)

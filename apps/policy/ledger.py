@@ -41,6 +41,7 @@ from apps.policy.models import (
 )
 from apps.policy.selectors import CapRule, EffectivePolicy, effective_policy, price_for
 from apps.policy.windows import window_start
+from apps.telemetry.models import Run
 from modeloman.db.base import prepared_cursor
 from modeloman.transactions import atomic_with_retry, statement_with_retry, write_transaction
 
@@ -190,11 +191,15 @@ def _plan(*, principal: Principal, model: str, estimated_input_tokens: int, esti
 
 
 def admit(*, principal: Principal, model: str, estimated_input_tokens: int, estimated_output_tokens: int,
-          estimated_cost_usd: Decimal | None = None, now: dt.datetime | None = None) -> Admission:
-    """Decide whether an agent may spend, and reserve the budget if so."""
+          estimated_cost_usd: Decimal | None = None, run_id: uuid.UUID | None = None,
+          now: dt.datetime | None = None) -> Admission:
+    """Decide whether an agent may spend, and reserve the budget if so (for the agent's run
+    `run_id`, when it names one: 404 `run_not_found` before any rule if it is not its own)."""
     now = now or timezone.now()
     plan = _plan(principal=principal, model=model, estimated_input_tokens=estimated_input_tokens,
                  estimated_output_tokens=estimated_output_tokens, estimated_cost_usd=estimated_cost_usd, now=now)
+    if run_id is not None and not Run.objects.filter(pk=run_id, agent_id=plan.policy.agent_id).exists():
+        raise NotFound("No such run.", code="run_not_found")
     policy, tokens, cost, windows = plan.policy, plan.tokens, plan.cost, plan.windows
     result = Admission(allowed=not plan.reasons, reasons=plan.reasons, dry_run_would_deny=plan.would,
                        estimated_cost_usd=cost)
@@ -216,27 +221,31 @@ def admit(*, principal: Principal, model: str, estimated_input_tokens: int, esti
             result.caps.append(_status(cap, start, (None, used, reserved, limit)))
         if any(row[4] for row in rows):
             result.reservation_id = reservation_id
+            if run_id is not None:  # (`policy_reserve_or_deny` takes no run; the common case's statement does)
+                Reservation.objects.filter(pk=reservation_id).update(run_id=run_id)
     if not result.allowed or result.dry_run_would_deny:
         _record_decision(policy, model, result, tokens)
     _count_decision(result)
     return result
 
 
-_ADMIT_ONCE = (  # policy migrations 0009 and 0011; sent prepared (a cursor with server-side binding)
-    "SELECT * FROM policy_admit_once(%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)")
-# What policy_admit_once raises for what only `admit` answers: a cap that does not fit, a dry-run cap that would deny.
-_NEEDS_FULL_PATH = frozenset({"MM001", "MM002"})
+_ADMIT_ONCE = (  # policy migrations 0009, 0011 and 0012; sent prepared (a cursor with server-side binding)
+    "SELECT * FROM policy_admit_once(%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)")
+# What policy_admit_once raises for what only `admit` answers: a cap that does not fit, a dry-run cap
+# that would deny, a run that is not the agent's own.
+_NEEDS_FULL_PATH = frozenset({"MM001", "MM002", "MM003"})
 
 
 def admit_in_one_statement(claim: Claim, *, principal: Principal, model: str, estimated_input_tokens: int,
                            estimated_output_tokens: int, estimated_cost_usd: Decimal | None = None,
-                           render: Callable[[Admission], Any]) -> Outcome | None:
+                           run_id: uuid.UUID | None = None, render: Callable[[Admission], Any]) -> Outcome | None:
     """`admit` under an idempotency claim (`idempotent(..., in_one_statement=...)`), in ONE statement:
     the claim, the reservation and the stored response (`render` of the admission, with each cap's
     figures filled in by the database) commit together in one round trip; the Outcome's `answer` is
     the admission with those figures (None when replayed). For the common case only:
     every rule passes and every cap fits. Otherwise None, before any write or with the statement
-    undone, and the caller runs `admit` under the full path, which records the decision."""
+    undone, and the caller runs `admit` under the full path, which records the decision (or
+    refuses a run that is not the agent's own)."""
     now = timezone.now()
     try:
         plan = _plan(principal=principal, model=model, estimated_input_tokens=estimated_input_tokens,
@@ -253,7 +262,7 @@ def admit_in_one_statement(claim: Claim, *, principal: Principal, model: str, es
     body = storable_json(render(admission))
     caps = json.dumps([[cap.id, start.isoformat(), str(amount), cap.enforce, cap.metric]
                        for (cap, start), amount in zip(plan.windows, plan.amounts, strict=True)])
-    params = [*claim.params(now), caps, reservation_id, plan.policy.agent_id, model, plan.tokens, plan.cost,
+    params = [*claim.params(now), caps, reservation_id, plan.policy.agent_id, run_id, model, plan.tokens, plan.cost,
               now + dt.timedelta(seconds=settings.RESERVATION_TTL_SECONDS), 200, body]
 
     def admit_claim_and_store() -> tuple:

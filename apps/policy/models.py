@@ -306,6 +306,11 @@ class Reservation(models.Model):
     # admission, for the agent that just authenticated; PROTECT still refuses deleting an agent that
     # has any (Django enforces on_delete itself), as its keys already do.
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="reservations", db_constraint=False)
+    # The run the admission was for, when the agent named one (its own: admission checks). No
+    # database-level foreign key either (the same lock, on the run's row), and no index: nothing
+    # looks reservations up by run, and every admission would pay for one.
+    run = models.ForeignKey("telemetry.Run", on_delete=models.SET_NULL, null=True, blank=True,
+                            related_name="reservations", db_constraint=False, db_index=False)
     model = models.CharField(max_length=128)
     estimated_tokens = models.BigIntegerField()
     estimated_cost_usd = models.DecimalField(max_digits=18, decimal_places=6, null=True)

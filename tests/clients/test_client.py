@@ -19,7 +19,7 @@ from modeloman_client import client as client_module
 
 from apps.gateway.grpc.server import MAX_RECEIVE_BYTES
 from apps.gateway.models import IdempotencyRecord
-from apps.policy.models import Policy
+from apps.policy.models import Policy, Reservation
 from apps.telemetry.models import Run as RunRow
 from apps.telemetry.validation import MAX_BATCH
 from tests.factories import AgentFactory, issue_key, make_cap, make_price
@@ -53,13 +53,14 @@ def story(client: Client, agent) -> list:
     assert isinstance(me, Identity)
     seen.append((me.agent == agent.name, me.project == agent.project.slug, me.scopes))
 
-    admission = client.admit(model=MODEL, estimated_input_tokens=2000, estimated_output_tokens=1000)
-    assert isinstance(admission, Admission) and admission.reservation_id
-    seen.append((admission.allowed, admission.reasons, admission.estimated_cost_usd,
-                 [(c.metric, c.limit, c.reserved, c.remaining) for c in admission.caps]))
     run = client.start_run(task="story", metadata={"ticket": "T-1"})
     assert isinstance(run, Run)
     seen.append((run.status, run.finished_at, run.metadata))
+    admission = client.admit(model=MODEL, estimated_input_tokens=2000, estimated_output_tokens=1000, run_id=run.id)
+    assert isinstance(admission, Admission) and admission.reservation_id
+    seen.append((admission.allowed, admission.reasons, admission.estimated_cost_usd,
+                 [(c.metric, c.limit, c.reserved, c.remaining) for c in admission.caps]))
+    assert str(Reservation.objects.get(id=admission.reservation_id).run_id) == run.id
     seen.append(client.record_run_events(run_id=run.id, events=[{"kind": "plan", "message": "go"}]).accepted)
     now = dt.datetime.now(dt.UTC)
     seen.append(client.record_attempts([
@@ -106,7 +107,7 @@ def test_the_same_story_gives_the_same_typed_results_over_rest_and_grpc(servers)
             outcomes[transport] = story(client, agent)
     assert outcomes["rest"] == outcomes["grpc"]
     seen = outcomes["grpc"]
-    assert seen[1][:3] == (True, [], Decimal("0.004"))  # 2000 x $1 + 1000 x $2 per million tokens
+    assert seen[2][:3] == (True, [], Decimal("0.004"))  # 2000 x $1 + 1000 x $2 per million tokens
     assert seen[6] == ("succeeded", 2, 2000, 1000, Decimal("0.004"))
     assert seen[7] == [("cost_usd", "day", Decimal("10"), Decimal("0.004"))]
     assert seen[-3][0] == "INVALID_ARGUMENT"

@@ -130,14 +130,13 @@ def test_policy_input_outside_the_schema_is_400_and_writes_nothing(api_client, b
     assert not Policy.objects.filter(subject_type="agent").exists()
 
 
-def test_an_admission_takes_no_run_id(api_client, bearer):
-    """It was accepted and never used (issue 9): now it is an unknown field, refused like any other."""
-    token = issue_key(scopes=["tasks:write"]).token
-    body = {"model": "gpt-test", "estimated_input_tokens": 1, "estimated_output_tokens": 0,
-            "run_id": str(uuid.uuid4())}
-    response = api_client.post(reverse("api:admissions"), body, format="json", **bearer(token))
-    assert (response.status_code, response.json()["code"]) == (400, "validation_error")
-    assert "run_id" in response.json()["errors"]
+def test_an_admission_may_name_its_run(schema):
+    """SPEC §5: an optional run id (tests/policy/test_admission_run.py: the reservation records it)."""
+    body = schema["paths"]["/api/v1/admissions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    request = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[1]]
+    assert "run_id" not in request["required"]
+    assert request["properties"]["run_id"]["format"] == "uuid"
+    assert request["properties"]["run_id"]["type"] == ["string", "null"]  # OpenAPI 3.1: null is no run
 
 
 @pytest.mark.parametrize(("task", "status"), [

@@ -17,8 +17,6 @@ from apps.policy.apis import AdmissionsApi, decoded_admission
 from apps.policy.models import MODEL_NAME_RE, Reservation
 from tests.factories import AgentFactory, issue_key, make_cap, make_price
 
-FIELDS = ["model", "estimated_input_tokens", "estimated_output_tokens", "estimated_cost_usd"]
-
 # Values on both sides of every rule: names, token counts, decimal strings, and wrong types.
 names = st.from_regex(MODEL_NAME_RE, fullmatch=True) | st.sampled_from(
     ["gpt-x\n", " gpt-x", "", "-x", "a" * 129, "a" * 128, "mo\x00del"]) | st.text(max_size=8)
@@ -27,8 +25,12 @@ counts = (st.integers(min_value=-2, max_value=2) | st.integers(min_value=10**9 -
 amounts = st.from_regex(r"\A[0-9]{1,13}(\.[0-9]{1,7})?\Z", fullmatch=True) | st.sampled_from(
     ["0", "0.000000", "1e3", "-1", " 1", "1.", ".5", "01", "999999999999.999999", "1000000000000",
      "1000000000000.000000", "1000000000000.000001", "0x1", "١"]) | st.sampled_from([1, 1.5, None, True])
+run_ids = st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper()) | st.sampled_from(
+    ["", "0" * 32, "{00000000-0000-0000-0000-000000000000}", "urn:uuid:00000000-0000-0000-0000-000000000000",
+     "00000000-0000-0000-0000-00000000000", "00000000-0000-0000-0000-000000000000\n", "g" * 8 + "-0000-0000-0000-"
+     + "0" * 12]) | st.sampled_from([None, 5, True, 1.5])
 values = {"model": names, "estimated_input_tokens": counts, "estimated_output_tokens": counts,
-          "estimated_cost_usd": amounts}
+          "estimated_cost_usd": amounts, "run_id": run_ids}
 anything = st.none() | st.booleans() | st.integers() | st.text(max_size=4) | st.lists(st.integers(), max_size=2)
 # (key, value) pairs written out by hand, so a body may repeat a key (JSON parsers keep the last one).
 pairs = st.lists(st.one_of(*(st.tuples(st.just(name), strategy) for name, strategy in values.items()),
@@ -70,12 +72,13 @@ def test_what_the_struct_takes_the_serializer_takes_with_the_same_values(items):
 VALID: dict[str, st.SearchStrategy[object]] = {"model": st.from_regex(MODEL_NAME_RE, fullmatch=True),
                                                "estimated_input_tokens": st.integers(0, 10**9),
                                                "estimated_output_tokens": st.integers(0, 10**9)}
-VALID_COST: dict[str, st.SearchStrategy[object]] = {
-    "estimated_cost_usd": st.from_regex(r"\A(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?\Z", fullmatch=True)}
+OPTIONAL: dict[str, st.SearchStrategy[object]] = {
+    "estimated_cost_usd": st.from_regex(r"\A(0|[1-9][0-9]{0,11})(\.[0-9]{1,6})?\Z", fullmatch=True),
+    "run_id": st.none() | st.uuids().map(str)}
 
 
 @settings(max_examples=500, deadline=None)
-@given(st.fixed_dictionaries(VALID, optional=VALID_COST))
+@given(st.fixed_dictionaries(VALID, optional=OPTIONAL))
 def test_every_valid_body_takes_the_struct(fields):
     """The hot path is the common one: nothing the schema allows is left to the serializer."""
     decoded = decoded_admission(request_with(json.dumps(fields).encode()))

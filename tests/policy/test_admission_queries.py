@@ -8,6 +8,7 @@ import pytest
 from django.db import close_old_connections, connection
 from psycopg import pq
 
+from apps.policy.models import Reservation
 from modeloman.invalidation import listener
 from tests.factories import AgentFactory, issue_key, make_cap, make_price
 
@@ -36,7 +37,7 @@ def settle_invalidations() -> None:
     assert listener.wait_until_healthy()
 
 
-def admit_traced(api_client, bearer, token) -> tuple[int, list[str]]:
+def admit_traced(api_client, bearer, token, body=BODY) -> tuple[int, list[str]]:
     """One admission; its status and the types of the messages this connection sent (libpq's trace)."""
     connection.ensure_connection()
     pgconn = connection.connection.pgconn
@@ -44,7 +45,7 @@ def admit_traced(api_client, bearer, token) -> tuple[int, list[str]]:
         pgconn.trace(trace.fileno())
         pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
         try:
-            status = api_client.post(ADMISSIONS, BODY, format="json", **bearer(token)).status_code
+            status = api_client.post(ADMISSIONS, body, format="json", **bearer(token)).status_code
         finally:
             pgconn.untrace()
         trace.seek(0)
@@ -70,6 +71,19 @@ def test_a_warm_admission_is_one_statement_and_one_round_trip(api_client, bearer
     # connection (`prepared_cursor()`, modeloman/db/base.py); and no health check `SELECT 1` before it
     # (this connection was busy less than a second ago).
     assert sent == ["Bind", "Describe", "Execute", "Sync"]
+
+
+def test_an_admission_for_a_run_is_one_statement_too(api_client, bearer, agent_token, django_assert_num_queries):
+    """The run is checked (the agent's own) and recorded inside the same statement (policy migration 0012)."""
+    run = api_client.post("/api/v1/runs", {"task": "t"}, format="json", **bearer(agent_token)).json()["id"]
+    body = {**BODY, "run_id": run}
+    assert api_client.post(ADMISSIONS, body, format="json", **bearer(agent_token)).status_code == 200
+    close_old_connections()
+    with django_assert_num_queries(1):
+        status, sent = admit_traced(api_client, bearer, agent_token, body)
+    assert status == 200
+    assert sent == ["Bind", "Describe", "Execute", "Sync"]
+    assert Reservation.objects.filter(run_id=run).count() == 2
 
 
 def test_without_prepared_statements_the_admission_is_one_simple_query(api_client, bearer, agent_token, settings):

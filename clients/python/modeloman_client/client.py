@@ -101,9 +101,12 @@ class Client:
         return build(Identity, self._call("WhoAmI", {}))
 
     def admit(self, *, model: str, estimated_input_tokens: int, estimated_output_tokens: int,
-              estimated_cost_usd: Decimal | str | None = None, idempotency_key: str | None = None) -> Admission:
+              estimated_cost_usd: Decimal | str | None = None, run_id: str | None = None,
+              idempotency_key: str | None = None) -> Admission:
+        """Ask before spending; `run_id` names the caller's run it is for (its reservation records it)."""
         payload = _present(model=model, estimated_input_tokens=estimated_input_tokens,
-                           estimated_output_tokens=estimated_output_tokens, estimated_cost_usd=estimated_cost_usd)
+                           estimated_output_tokens=estimated_output_tokens, estimated_cost_usd=estimated_cost_usd,
+                           run_id=run_id)
         return build(Admission, self._call("Admit", payload, idempotency_key))
 
     def start_run(self, *, task: str, metadata: Mapping[str, str] | None = None,

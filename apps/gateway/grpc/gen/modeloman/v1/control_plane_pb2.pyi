@@ -29,16 +29,18 @@ class WhoAmIResponse(_message.Message):
     def __init__(self, key_id: _Optional[str] = ..., agent: _Optional[str] = ..., project: _Optional[str] = ..., scopes: _Optional[_Iterable[str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AdmitRequest(_message.Message):
-    __slots__ = ("model", "estimated_input_tokens", "estimated_output_tokens", "estimated_cost_usd")
+    __slots__ = ("model", "estimated_input_tokens", "estimated_output_tokens", "estimated_cost_usd", "run_id")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
     model: str
     estimated_input_tokens: int
     estimated_output_tokens: int
     estimated_cost_usd: str
-    def __init__(self, model: _Optional[str] = ..., estimated_input_tokens: _Optional[int] = ..., estimated_output_tokens: _Optional[int] = ..., estimated_cost_usd: _Optional[str] = ...) -> None: ...
+    run_id: str
+    def __init__(self, model: _Optional[str] = ..., estimated_input_tokens: _Optional[int] = ..., estimated_output_tokens: _Optional[int] = ..., estimated_cost_usd: _Optional[str] = ..., run_id: _Optional[str] = ...) -> None: ...
 
 class CapStatus(_message.Message):
     __slots__ = ("cap_id", "metric", "window", "window_start", "mode", "limit", "used", "reserved", "remaining")
