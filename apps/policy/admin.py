@@ -373,10 +373,10 @@ class ReasonFilter(admin.SimpleListFilter):
 class AdmissionDecisionAdmin(ReadOnlyModelAdmin):
     """Every deny and every dry-run would-deny, newest first."""
 
-    list_display = ("created_at", "agent", "model", "allowed", "reasons", "dry_run_would_deny",
+    list_display = ("created_at", "agent", "run", "model", "allowed", "reasons", "dry_run_would_deny",
                     "estimated_cost_usd")
     list_filter = ("allowed", ReasonFilter, "agent__project", "agent")
-    list_select_related = ("agent__project",)
+    list_select_related = ("agent__project", "run")
     search_fields = ("agent__name", "model")
     date_hierarchy = "created_at"
 

@@ -204,7 +204,7 @@ def admit(*, principal: Principal, model: str, estimated_input_tokens: int, esti
     result = Admission(allowed=not plan.reasons, reasons=plan.reasons, dry_run_would_deny=plan.would,
                        estimated_cost_usd=cost)
     if plan.reasons:
-        _record_decision(policy, model, result, tokens)
+        _record_decision(policy, model, result, tokens, run_id)
         _count_decision(result)
         return result
 
@@ -224,7 +224,7 @@ def admit(*, principal: Principal, model: str, estimated_input_tokens: int, esti
             if run_id is not None:  # (`policy_reserve_or_deny` takes no run; the common case's statement does)
                 Reservation.objects.filter(pk=reservation_id).update(run_id=run_id)
     if not result.allowed or result.dry_run_would_deny:
-        _record_decision(policy, model, result, tokens)
+        _record_decision(policy, model, result, tokens, run_id)
     _count_decision(result)
     return result
 
@@ -330,9 +330,10 @@ def _read_statuses(windows: list[tuple[CapRule, dt.datetime]]) -> list[CapStatus
     return statuses
 
 
-def _record_decision(policy: EffectivePolicy, model: str, result: Admission, tokens: int) -> None:
+def _record_decision(policy: EffectivePolicy, model: str, result: Admission, tokens: int,
+                     run_id: uuid.UUID | None) -> None:
     AdmissionDecision.objects.create(
-        agent_id=policy.agent_id, model=model, allowed=result.allowed, reasons=result.reasons,
+        agent_id=policy.agent_id, run_id=run_id, model=model, allowed=result.allowed, reasons=result.reasons,
         dry_run_would_deny=result.dry_run_would_deny, estimated_tokens=tokens,
         estimated_cost_usd=result.estimated_cost_usd,
     )

@@ -340,6 +340,8 @@ class AdmissionDecision(models.Model):
 
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     agent = models.ForeignKey(Agent, on_delete=models.PROTECT, related_name="admission_decisions")
+    run = models.ForeignKey("telemetry.Run", on_delete=models.SET_NULL, null=True, blank=True,  # as Reservation.run
+                            related_name="admission_decisions", db_constraint=False, db_index=False)
     model = models.CharField(max_length=128)
     allowed = models.BooleanField()
     reasons = ArrayField(models.CharField(max_length=64), default=list)

@@ -1,6 +1,7 @@
 """An admission may name the run it is for (SPEC §5: "optional run id"), over both transports
-against real servers: the reservation records it, whichever path admits; a run that is not the
-caller's own is 404 `run_not_found` before any rule is looked at, and leaves nothing written."""
+against real servers: the reservation and a recorded decision keep it, whichever path answers; a
+run that is not the caller's own is 404 `run_not_found` before any rule is looked at, and leaves
+nothing written."""
 
 from __future__ import annotations
 
@@ -83,6 +84,17 @@ def test_the_full_path_records_the_run_too(door, agent_token):
     answer = door.call(Op.ADMIT, token, {**BODY, "run_id": run_id}, idempotency_key="loud")
     assert answer.ok and answer.data["dry_run_would_deny"] == [f"cap_exceeded:{loud.pk}"]
     assert str(Reservation.objects.get(id=answer.data["reservation_id"]).run_id) == run_id
+    assert str(AdmissionDecision.objects.get().run_id) == run_id
+
+
+def test_a_denial_records_the_run(door, agent_token):
+    _, token = agent_token
+    cap = make_cap(limit="0.5")
+    run_id = start_run(door, token)
+    denied = door.call(Op.ADMIT, token, {**BODY, "run_id": run_id}, idempotency_key="denied")
+    assert denied.ok and denied.data["reasons"] == [f"cap_exceeded:{cap.pk}"]
+    decision = AdmissionDecision.objects.get()
+    assert (decision.allowed, str(decision.run_id)) == (False, run_id)
 
 
 def test_without_a_run_the_reservation_has_none(door, agent_token):

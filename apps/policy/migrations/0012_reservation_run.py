@@ -1,11 +1,11 @@
-"""Admissions may name their run (SPEC §5): the reservation records it.
+"""Admissions may name their run (SPEC §5): the reservation and the decision record it.
 
-`Reservation.run` (no database-level foreign key, no index: see the model). `policy_admit_once`
-takes the run as `p_run_id` (NULL: none) and, for a new claim, checks that it is one of the agent's
-own runs before it reserves anything: if not, it raises MM003, which undoes the whole statement
-(the claim too), and the full path (`apps.policy.ledger.admit`) answers 404 `run_not_found`, as for
-any other error of the request. Otherwise the function is migration 0011's, with the run written
-into the reservation.
+`Reservation.run` and `AdmissionDecision.run`: no database-level foreign key and no index (see the
+models). `policy_admit_once` takes the run as `p_run_id` (NULL: none) and, for a new claim, checks
+that it is one of the agent's own runs before it reserves anything: if not, it raises MM003, which
+undoes the whole statement (the claim too), and the full path (`apps.policy.ledger.admit`) answers
+404 `run_not_found`, as for any other error of the request. Otherwise the function is migration
+0011's, with the run written into the reservation.
 """
 
 from importlib import import_module
@@ -114,6 +114,13 @@ class Migration(migrations.Migration):
             name="run",
             field=models.ForeignKey(blank=True, db_constraint=False, db_index=False, null=True,
                                     on_delete=django.db.models.deletion.SET_NULL, related_name="reservations",
+                                    to="telemetry.run"),
+        ),
+        migrations.AddField(
+            model_name="admissiondecision",
+            name="run",
+            field=models.ForeignKey(blank=True, db_constraint=False, db_index=False, null=True,
+                                    on_delete=django.db.models.deletion.SET_NULL, related_name="admission_decisions",
                                     to="telemetry.run"),
         ),
         migrations.RunSQL(FORWARD, reverse_sql=REVERSE),
