@@ -9,7 +9,6 @@ import datetime as dt
 import uuid
 from decimal import Decimal
 
-import grpc
 import pytest
 from django.utils import timezone
 
@@ -17,36 +16,20 @@ from apps.gateway.access import Op
 from apps.gateway.models import IdempotencyRecord
 from apps.policy.models import AdmissionDecision, Reservation, UsageLedger
 from tests.concurrently import at_once
-from tests.factories import AgentFactory, issue_key, make_cap, make_price
-from tests.gateway.transports import Grpc, Rest
+from tests.factories import make_cap
+from tests.gateway.transports import Rest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BODY = {"model": "gpt-test", "estimated_input_tokens": 100000, "estimated_output_tokens": 0}  # $1 at $10/Mtok
 
 
-@pytest.fixture(params=["rest", "grpc"])
-def door(request):
-    if request.param == "rest":
-        yield Rest()
-        return
-    with grpc.insecure_channel(request.getfixturevalue("server")) as channel:
-        yield Grpc(channel)
-
-
-@pytest.fixture
-def agent_token():
-    make_price("gpt-test", input_per_mtok="10")
-    agent = AgentFactory.create()
-    return agent, issue_key(agent=agent, scopes=["tasks:write"]).token
-
-
 def figures(cap_status: dict) -> tuple[Decimal, ...]:
     return tuple(Decimal(cap_status[name]) for name in ("limit", "used", "reserved", "remaining"))
 
 
-def test_the_answer_is_what_the_ledger_holds_and_what_a_retry_replays(door, agent_token):
-    agent, token = agent_token
+def test_the_answer_is_what_the_ledger_holds_and_what_a_retry_replays(door, priced_agent):
+    agent, token = priced_agent
     spend = make_cap(limit="10")
     requests = make_cap(subject=agent, metric="requests", window="minute", limit="5")
     make_cap(model="other-model", limit="1")  # does not apply to gpt-test: not in the answer
@@ -74,8 +57,8 @@ def test_the_answer_is_what_the_ledger_holds_and_what_a_retry_replays(door, agen
     assert AdmissionDecision.objects.count() == 0  # an allowed admission with nothing to report records none
 
 
-def test_a_cap_that_does_not_fit_is_denied_recorded_and_replayed(door, agent_token):
-    _, token = agent_token
+def test_a_cap_that_does_not_fit_is_denied_recorded_and_replayed(door, priced_agent):
+    _, token = priced_agent
     cap = make_cap(limit="1.5")
     assert door.call(Op.ADMIT, token, BODY, idempotency_key="fits").data["allowed"] is True
 
@@ -93,8 +76,8 @@ def test_a_cap_that_does_not_fit_is_denied_recorded_and_replayed(door, agent_tok
     assert AdmissionDecision.objects.count() == 1
 
 
-def test_a_dry_run_cap_that_would_deny_is_reported_and_recorded(door, agent_token):
-    _, token = agent_token
+def test_a_dry_run_cap_that_would_deny_is_reported_and_recorded(door, priced_agent):
+    _, token = priced_agent
     cap = make_cap(limit="1.5", mode="dry_run")
     quiet = door.call(Op.ADMIT, token, BODY, idempotency_key="one")
     assert not quiet.data.get("dry_run_would_deny") and AdmissionDecision.objects.count() == 0
@@ -107,8 +90,8 @@ def test_a_dry_run_cap_that_would_deny_is_reported_and_recorded(door, agent_toke
     assert (decision.allowed, decision.dry_run_would_deny) == (True, [f"cap_exceeded:{cap.pk}"])
 
 
-def test_concurrent_duplicates_wait_for_the_first_and_replay_it(agent_token):
-    _, token = agent_token
+def test_concurrent_duplicates_wait_for_the_first_and_replay_it(priced_agent):
+    _, token = priced_agent
     cap = make_cap(limit="100")
     key = f"dup-{uuid.uuid4().hex}"
     answers = at_once(6, lambda: Rest().call(Op.ADMIT, token, BODY, idempotency_key=key))
@@ -119,8 +102,8 @@ def test_concurrent_duplicates_wait_for_the_first_and_replay_it(agent_token):
     assert UsageLedger.objects.get(cap=cap).reserved == Decimal(1)
 
 
-def test_an_admission_under_no_cap_holds_nothing_and_replays(door, agent_token):
-    _, token = agent_token
+def test_an_admission_under_no_cap_holds_nothing_and_replays(door, priced_agent):
+    _, token = priced_agent
     first = door.call(Op.ADMIT, token, BODY, idempotency_key="uncapped")
     assert first.ok and first.data["allowed"] is True
     assert not first.data.get("caps") and not first.data.get("reservation_id")
@@ -130,11 +113,11 @@ def test_an_admission_under_no_cap_holds_nothing_and_replays(door, agent_token):
 
 
 @pytest.mark.parametrize("left_behind", ["expired", "abandoned in flight"])
-def test_a_key_whose_record_is_left_behind_is_taken_over_in_the_one_statement(door, agent_token, left_behind):
+def test_a_key_whose_record_is_left_behind_is_taken_over_in_the_one_statement(door, priced_agent, left_behind):
     # The statement's claim finds the key taken and hands it to idempotency_claim's rules, which take
     # over an expired record, or an in-flight one past its lease; the admission then goes on in the
     # same statement (policy migration 0011).
-    _, token = agent_token
+    _, token = priced_agent
     cap = make_cap(limit="10")
     first = door.call(Op.ADMIT, token, BODY, idempotency_key="left-behind")
     assert first.ok
@@ -156,9 +139,9 @@ def test_a_key_whose_record_is_left_behind_is_taken_over_in_the_one_statement(do
     assert AdmissionDecision.objects.count() == 0
 
 
-def test_the_reservation_holds_each_cap_s_ledger_row_and_amount(agent_token):
+def test_the_reservation_holds_each_cap_s_ledger_row_and_amount(priced_agent):
     # What settlement releases and charges: one hold per cap, with the ledger row reserved.
-    agent, token = agent_token
+    agent, token = priced_agent
     spend = make_cap(limit="10")
     requests = make_cap(subject=agent, metric="requests", window="minute", limit="5")
     answer = Rest().call(Op.ADMIT, token, BODY, idempotency_key="holds")

@@ -9,7 +9,6 @@ import time
 import uuid
 from decimal import Decimal
 
-import grpc
 import pytest
 
 from apps.gateway.access import Op
@@ -17,29 +16,13 @@ from apps.gateway.models import IdempotencyRecord
 from apps.policy import services
 from apps.policy.models import AdmissionDecision, Reservation, UsageLedger
 from apps.telemetry.models import Run
-from tests.factories import TEST_ACTOR, AgentFactory, issue_key, make_cap, make_price
-from tests.gateway.transports import Grpc, Rest
+from tests.factories import TEST_ACTOR, AgentFactory, issue_key, make_cap
+from tests.gateway.transports import Rest
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 BODY = {"model": "gpt-test", "estimated_input_tokens": 100000, "estimated_output_tokens": 0}  # $1 at $10/Mtok
 SOME_UUID = "5f0c3e2a-9b1d-4c7e-8a6f-2d4b1e9c7a30"
-
-
-@pytest.fixture(params=["rest", "grpc"])
-def door(request):
-    if request.param == "rest":
-        yield Rest()
-        return
-    with grpc.insecure_channel(request.getfixturevalue("server")) as channel:
-        yield Grpc(channel)
-
-
-@pytest.fixture
-def agent_token():
-    make_price("gpt-test", input_per_mtok="10")
-    agent = AgentFactory.create()
-    return agent, issue_key(agent=agent, scopes=["tasks:write"]).token
 
 
 def start_run(door, token) -> str:
@@ -58,8 +41,8 @@ def wait_for_kill_switch(door, token) -> None:
     raise AssertionError("the kill switch did not reach the server")
 
 
-def test_the_reservation_records_the_run_and_a_retry_replays_it(door, agent_token):
-    _, token = agent_token
+def test_the_reservation_records_the_run_and_a_retry_replays_it(door, priced_agent):
+    _, token = priced_agent
     make_cap(limit="10")
     run_id = start_run(door, token)
 
@@ -74,9 +57,9 @@ def test_the_reservation_records_the_run_and_a_retry_replays_it(door, agent_toke
     assert Reservation.objects.count() == 1
 
 
-def test_the_full_path_records_the_run_too(door, agent_token):
+def test_the_full_path_records_the_run_too(door, priced_agent):
     """A dry-run cap that would deny sends the admission down the full path (`ledger.admit`)."""
-    _, token = agent_token
+    _, token = priced_agent
     make_cap(limit="10")
     loud = make_cap(limit="0.5", mode="dry_run")
     run_id = start_run(door, token)
@@ -87,8 +70,8 @@ def test_the_full_path_records_the_run_too(door, agent_token):
     assert str(AdmissionDecision.objects.get().run_id) == run_id
 
 
-def test_a_denial_records_the_run(door, agent_token):
-    _, token = agent_token
+def test_a_denial_records_the_run(door, priced_agent):
+    _, token = priced_agent
     cap = make_cap(limit="0.5")
     run_id = start_run(door, token)
     denied = door.call(Op.ADMIT, token, {**BODY, "run_id": run_id}, idempotency_key="denied")
@@ -97,8 +80,8 @@ def test_a_denial_records_the_run(door, agent_token):
     assert (decision.allowed, str(decision.run_id)) == (False, run_id)
 
 
-def test_without_a_run_the_reservation_has_none(door, agent_token):
-    _, token = agent_token
+def test_without_a_run_the_reservation_has_none(door, priced_agent):
+    _, token = priced_agent
     make_cap(limit="10")
     assert door.call(Op.ADMIT, token, BODY, idempotency_key="no-run").data["allowed"] is True
     assert Reservation.objects.get().run_id is None
@@ -106,8 +89,8 @@ def test_without_a_run_the_reservation_has_none(door, agent_token):
 
 @pytest.mark.parametrize("whose", ["another agent's", "nobody's"])
 @pytest.mark.parametrize("path", ["one statement", "a kill switch engaged"])
-def test_a_run_that_is_not_the_callers_is_not_found_and_nothing_is_written(door, agent_token, whose, path):
-    agent, token = agent_token
+def test_a_run_that_is_not_the_callers_is_not_found_and_nothing_is_written(door, priced_agent, whose, path):
+    agent, token = priced_agent
     cap = make_cap(limit="10")
     if whose == "nobody's":
         run_id = str(uuid.uuid4())
@@ -129,16 +112,16 @@ def test_a_run_that_is_not_the_callers_is_not_found_and_nothing_is_written(door,
 
 
 @pytest.mark.parametrize("run_id", ["not-a-uuid", "", "0" * 32, "{" + SOME_UUID + "}", "urn:uuid:" + SOME_UUID])
-def test_a_run_id_that_is_no_uuid_is_invalid(door, agent_token, run_id):
-    _, token = agent_token
+def test_a_run_id_that_is_no_uuid_is_invalid(door, priced_agent, run_id):
+    _, token = priced_agent
     make_cap(limit="10")
     refused = door.call(Op.ADMIT, token, {**BODY, "run_id": run_id}, idempotency_key="malformed")
     assert (refused.status, refused.code) == ("INVALID_ARGUMENT", "validation_error")
     assert not Reservation.objects.exists()
 
 
-def test_a_null_run_id_over_rest_is_no_run(agent_token):
-    _, token = agent_token
+def test_a_null_run_id_over_rest_is_no_run(priced_agent):
+    _, token = priced_agent
     make_cap(limit="10")
     answer = Rest().call(Op.ADMIT, token, {**BODY, "run_id": None}, idempotency_key="null-run")
     assert answer.ok and answer.data["allowed"] is True
