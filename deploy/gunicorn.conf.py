@@ -4,6 +4,8 @@ import glob
 import os
 from pathlib import Path
 
+bind = os.environ.get("HTTP_ADDR") or "127.0.0.1:8080"  # a --bind on the command line wins (make run, tests)
+
 # Sync workers, one process per core: chosen by measurement on the 2-core VM (docs/benchmarks.md,
 # "Worker model"; `bench/http_admission.py --compare ...`, production settings, wrk at 8 connections).
 # After issue 10's hot-path work (one transaction per write, serializers built once, one cache round
