@@ -357,6 +357,7 @@ class Settlement(NamedTuple):
     model: str
     tokens: int
     cost_usd: Decimal
+    run_id: uuid.UUID | None = None  # the attempt's run, if it names one
 
 
 class Usage(NamedTuple):
@@ -372,7 +373,7 @@ class Usage(NamedTuple):
 class ReservationRefused(Conflict):
     """A settlement the ledger refuses. `position` is its index in the settlements given. A
     reservation that does not exist (for this agent) is a 404, one in another state a 409, and an
-    attempt of another model than the one admitted is a 400 (the attempt is wrong, not the state)."""
+    attempt of another model or run than the one admitted is a 400 (the attempt is wrong, not the state)."""
 
     def __init__(self, position: int, detail: str, *, code: str, field: str = "reservation_id",
                  status: int = Conflict.status) -> None:
@@ -438,7 +439,8 @@ _SETTLE = """
 
 def _lock_reservations(agent_id: int, settlements: Sequence[Settlement]) -> list[Reservation]:
     """Lock the settlements' reservations (by id: the one lock order) and check each, in the
-    order given: the agent's own, still held, used once, and for the same model."""
+    order given: the agent's own, still held, used once, for the same model, and for the same run
+    when both name one."""
     locked = {r.id: r for r in Reservation.objects.select_for_update().filter(
         id__in={s.reservation_id for s in settlements}, agent_id=agent_id).order_by("id")}
     seen: set[uuid.UUID] = set()
@@ -455,6 +457,10 @@ def _lock_reservations(agent_id: int, settlements: Sequence[Settlement]) -> list
             raise ReservationRefused(
                 position, f"The reservation was admitted for model {reservation.model!r}, not {settlement.model!r}.",
                 code="reservation_model_mismatch", field="model", status=InvalidInput.status)
+        if settlement.run_id and reservation.run_id and settlement.run_id != reservation.run_id:
+            raise ReservationRefused(
+                position, f"The reservation was admitted for run {reservation.run_id}, not {settlement.run_id}.",
+                code="reservation_run_mismatch", field="run_id", status=InvalidInput.status)
         seen.add(reservation.id)
         reservations.append(reservation)
     return reservations

@@ -186,7 +186,8 @@ def attempts_record(*, principal: Principal, items: Sequence[AttemptIn], batch: 
             tokens = attempt.input_tokens + attempt.output_tokens
             charged = cost if cost is not None else (reported or Decimal(0))
             if attempt.reservation_id:
-                settlements.append(ledger.Settlement(attempt.reservation_id, attempt.model, tokens, charged))
+                settlements.append(ledger.Settlement(attempt.reservation_id, attempt.model, tokens, charged,
+                                                     attempt.run_id))
                 settlement_items.append(index)
             elif count_usage:
                 bucket = unreserved[(attempt.model, int(moment.timestamp()) // 60)]

@@ -137,16 +137,22 @@ def story(t) -> list[tuple]:
     denied = step("admit unpriced", t.call(Op.ADMIT, token, {"model": UNPRICED, "estimated_input_tokens": 10,
                                                              "estimated_output_tokens": 10}))
     seen.append(("denied", denied.data["allowed"], denied.data["reasons"]))
+    run = step("start run", t.call(Op.START_RUN, token, {"task": "story", "metadata": {"ticket": "T-1"}})).data
+    run_id = run["id"]
     admitted = step("admit", t.call(Op.ADMIT, token, {"model": PRICED, "estimated_input_tokens": 2000,
-                                                      "estimated_output_tokens": 1000}))
+                                                      "estimated_output_tokens": 1000, "run_id": run_id}))
     seen.append(("admitted", admitted.data["allowed"], money(admitted.data["estimated_cost_usd"]),
                  [money(c["reserved"]) for c in admitted.data["caps"]]))
     reservation = admitted.data["reservation_id"]
-    run = step("start run", t.call(Op.START_RUN, token, {"task": "story", "metadata": {"ticket": "T-1"}})).data
-    run_id = run["id"]
+    step("admit for a run not its own", t.call(Op.ADMIT, token, {"model": PRICED, "estimated_input_tokens": 1,
+                                                                 "estimated_output_tokens": 1,
+                                                                 "run_id": str(uuid.uuid4())}))
     step("events", t.call(Op.RECORD_RUN_EVENT, token, {"run_id": run_id, "events": [{"kind": "plan"}]}))
     step("settle with another model", t.call(Op.RECORD_PROMPT_ATTEMPTS, token, {"attempts": [
         attempt(model="other-model", reported_cost_usd="0.01", run_id=run_id, reservation_id=reservation)]}))
+    other_run = t.call(Op.START_RUN, token, {"task": "another"}).data["id"]
+    step("settle under another run", t.call(Op.RECORD_PROMPT_ATTEMPTS, token, {"attempts": [
+        attempt(run_id=other_run, reservation_id=reservation)]}))
     step("unpriced without cost", t.call(Op.RECORD_PROMPT_ATTEMPTS, token, {"attempts": [attempt(model=UNPRICED)]}))
     step("someone else's run", t.call(Op.RECORD_PROMPT_ATTEMPTS, stranger_token, {"attempts": [
         attempt(run_id=run_id)]}))
@@ -228,7 +234,9 @@ def test_the_same_story_has_the_same_outcomes_over_rest_and_grpc(transports):
     for expected in [
         ("admit unknown model", "INVALID_ARGUMENT", "validation_error"),
         ("denied", False, ["unpriced_model"]),
+        ("admit for a run not its own", "NOT_FOUND", "run_not_found"),
         ("settle with another model", "INVALID_ARGUMENT", "reservation_model_mismatch"),
+        ("settle under another run", "INVALID_ARGUMENT", "reservation_run_mismatch"),
         ("unpriced without cost", "INVALID_ARGUMENT", "cost_required_for_unpriced_model"),
         ("someone else's run", "NOT_FOUND", "run_not_found"),
         ("accepted", 2),

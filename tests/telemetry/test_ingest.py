@@ -447,6 +447,38 @@ def test_an_attempt_of_another_model_than_its_reservation_is_refused_and_writes_
     assert ledger_state(cap_a) == (Decimal(600_000), Decimal(0), Decimal(0))
 
 
+def test_an_attempt_of_another_run_than_its_reservation_is_refused_and_writes_nothing(
+        api_client, bearer, agent_token):
+    make_price("gpt-test", input_per_mtok="1")
+    cap = make_cap(metric="tokens", limit="10000000", window="total")
+    principal = authenticate_token(agent_token)
+    admitted_for, other = (services.run_start(principal=principal, task="t", metadata={}) for _ in range(2))
+    admission = policy_ledger.admit(principal=principal, model="gpt-test", estimated_input_tokens=1_000_000,
+                                    estimated_output_tokens=0, run_id=admitted_for.pk)
+    assert admission.reservation_id is not None
+    before = ledger_state(cap)
+
+    mismatched = attempt(run_id=str(other.pk), reservation_id=str(admission.reservation_id))
+    response = api_client.post(ATTEMPTS, {"attempts": [attempt(), mismatched]}, format="json", **bearer(agent_token))
+    body = response.json()
+    assert (response.status_code, body["code"], body["index"], body["field"]) == (
+        400, "reservation_run_mismatch", 1, "run_id")
+    assert ledger_state(cap) == before
+    assert count("prompt_attempts") == 0
+    assert Run.objects.get(pk=other.pk).attempts == 0
+    assert Reservation.objects.get(id=admission.reservation_id).state == "held"
+
+    # Naming no run, or the admitted one, settles it.
+    unnamed = attempt(input_tokens=600_000, output_tokens=0, reservation_id=str(admission.reservation_id))
+    assert api_client.post(ATTEMPTS, unnamed, format="json", **bearer(agent_token)).status_code == 201
+    assert ledger_state(cap) == (Decimal(600_000), Decimal(0), Decimal(0))
+    second = policy_ledger.admit(principal=principal, model="gpt-test", estimated_input_tokens=1_000_000,
+                                 estimated_output_tokens=0, run_id=admitted_for.pk)
+    named = attempt(run_id=str(admitted_for.pk), reservation_id=str(second.reservation_id))
+    assert api_client.post(ATTEMPTS, named, format="json", **bearer(agent_token)).status_code == 201
+    assert Run.objects.get(pk=admitted_for.pk).attempts == 1
+
+
 def test_no_sequence_of_maximal_batches_overflows_a_ledger_or_run_total(api_client, bearer, agent_token):
     """The largest values the validators admit: 1,000 attempts of 1e9 + 1e9 tokens at the highest
     price a model may have. Each batch adds 2e12 tokens of overrun to a tokens cap (numeric(20, 6)
