@@ -42,14 +42,14 @@ def one_of_everything():
     make_cap(subject=agent, limit="1")
     policy_services.policy_set(actor=TEST_ACTOR, subject_type="agent", agent=agent, max_tokens_per_attempt=10**6)
     principal = authenticate_token(issued.token)
-    for _ in range(2):  # one allowed (ledger row + reservation), one denied (decision row)
-        ledger.admit(principal=principal, model="gpt-test", estimated_input_tokens=600_000,
-                              estimated_output_tokens=0)
     from apps.telemetry import services as telemetry
 
     issued_telemetry = issue_key(agent, scopes=["telemetry:write", "tasks:write"])
     telemetry_principal = authenticate_token(issued_telemetry.token)
     run = telemetry.run_start(principal=telemetry_principal, task="t", metadata={})
+    for _ in range(2):  # one allowed (ledger row + reservation), one denied (decision row), for the run
+        ledger.admit(principal=principal, model="gpt-test", estimated_input_tokens=600_000,
+                     estimated_output_tokens=0, run_id=run.pk)
     telemetry.attempts_record(principal=telemetry_principal, batch=False, items=[AttemptIn(
         model="gpt-test", success=True, input_tokens=1, output_tokens=1, latency_ms=5)])
     telemetry.run_events_record(principal=telemetry_principal, run_id=run.pk, items=[RunEventIn(kind="step")],
@@ -73,6 +73,8 @@ def test_every_model_admin_renders_changelist_add_and_change(operator, one_of_ev
         info = f"admin:{model._meta.app_label}_{model._meta.model_name}"
         changelist = operator.get(reverse(f"{info}_changelist"))
         assert changelist.status_code == 200, info
+        if "run" in model_admin.list_display:  # reservations and decisions show the run they were for
+            assert str(Run.objects.get()).encode() in changelist.content, info
         if model_admin.has_add_permission(changelist.wsgi_request):
             assert operator.get(reverse(f"{info}_add")).status_code == 200, info
         obj = model._default_manager.first()
