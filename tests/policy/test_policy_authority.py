@@ -136,8 +136,10 @@ def test_caps_per_subject_are_bounded_and_the_list_is_paginated(api_client, bear
         seen += [cap["id"] for cap in page["results"]]
         url = page["next"]
     assert seen == sorted(PolicyCap.objects.values_list("id", flat=True))  # 5 caps, each once, in id order
-    bad = api_client.get(f"{CAPS}?limit=0", **bearer(token))
-    assert (bad.status_code, bad.json()["code"]) == (400, "validation_error")
+    for query in ("limit=0", "limit=", "after=", "limit=x", "limit=2&limit="):  # an empty value is no integer
+        bad = api_client.get(f"{CAPS}?{query}", **bearer(token))
+        assert (bad.status_code, bad.json()["code"]) == (400, "validation_error"), query
+        assert set(bad.json()["errors"]) <= {"limit", "after"}, query
 
 
 # --- policy ---------------------------------------------------------------------------------
