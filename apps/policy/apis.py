@@ -276,8 +276,7 @@ class CapsApi(GatewayApi):
 
     @extend_schema(parameters=[PageSerializer], responses=CapPageSerializer)
     def get(self, request: AgentRequest) -> Response:
-        # A plain dict, not the QueryDict: DRF reads an empty form value (`?limit=`) as absent.
-        query = validated(self.PageSerializer, request.query_params.dict())
+        query = validated(self.PageSerializer, request.query_params)
         caps, next_after = selectors.agent_caps_with_usage(principal=request.auth, **query)
         next_url = None
         if next_after is not None:

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
+from django.http import QueryDict
 from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 from rest_framework.settings import api_settings
@@ -167,7 +168,12 @@ def shared(serializer_class: type[serializers.Serializer]) -> serializers.Serial
 
 
 def validated(serializer_class: type[serializers.Serializer], data: Any) -> dict:
-    """`serializer_class(data=data)`'s validated data, or the ValidationError `is_valid` raises."""
+    """`serializer_class(data=data)`'s validated data, or the ValidationError `is_valid` raises.
+    Query parameters are read as a plain dict (each name's last value): DRF's rules for a
+    QueryDict, made for HTML forms, would take an empty value (`?limit=`) as absent, where the
+    schema says it is not an integer."""
+    if isinstance(data, QueryDict):
+        data = data.dict()
     try:
         return shared(serializer_class).run_validation(data)
     except serializers.ValidationError as error:
