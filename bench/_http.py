@@ -178,13 +178,16 @@ def wrk(url: str, *, seconds: float, connections: int, threads: int = 2, method:
 # Per-process CPU, from /proc (Linux): what each side of a run costs per answer. On a machine where
 # every core is busy, throughput is the inverse of the CPU one answer costs in total, so this says
 # where a ratio between two endpoints comes from. The load generator is not counted (wrk has exited
-# when the second sample is taken).
+# when the second sample is taken). "idle" is the machine's cores doing nothing (idle and iowait in
+# /proc/stat) per answer: where cores wait, for a commit's flush say, the rate falls short of that
+# inverse, and this shows by how much.
 CPU_SIDES = {"workers": "gunicorn", "PostgreSQL": "postgres", "Redis": "redis-server"}
 
 
 def cpu_by_side(sides: dict[str, str] = CPU_SIDES) -> dict[str, float] | None:
     """CPU seconds used so far by the processes of each side (name: a string of their command line;
-    processes that have exited are not counted); None where there is no /proc."""
+    processes that have exited are not counted), and the machine's idle seconds (all cores) as
+    "idle"; None where there is no /proc."""
     proc = Path("/proc")
     if not (proc / "self" / "stat").exists():
         return None
@@ -201,6 +204,8 @@ def cpu_by_side(sides: dict[str, str] = CPU_SIDES) -> dict[str, float] | None:
         side = next((name for name, marker in sides.items() if marker in command), None)
         if side is not None:
             used[side] += (int(fields[11]) + int(fields[12])) / ticks_per_second  # utime + stime
+    ticks = (proc / "stat").read_text().split("\n", 1)[0].split()  # cpu user nice system idle iowait ...
+    used["idle"] = (int(ticks[4]) + int(ticks[5])) / ticks_per_second
     return used
 
 

@@ -14,10 +14,10 @@ GET /readyz (one query and one cache round trip through the same stack: the ceil
 that touches the database), GET /api/v1/whoami, and POST /api/v1/admissions with one reserved cost
 cap and one request cap (limits far above what a run uses: nothing is denied, which the script
 checks), each at 8 connections, with the CPU each side (workers, PostgreSQL, Redis; from /proc)
-spent per answer of readiness and admission; then 1,000-attempt bodies to POST /api/v1/attempts over one
-connection per request slot of the server (workers x threads, or --ingest-connections) next to the
-in-process batch path of bench/ingest.py with 2 writer processes (decode + cost + COPY, no HTTP),
-rows counted afterwards.
+spent per answer of readiness and admission, and the time the cores spent idle per answer; then
+1,000-attempt bodies to POST /api/v1/attempts over one connection per request slot of the server
+(workers x threads, or --ingest-connections) next to the in-process batch path of bench/ingest.py
+with 2 writer processes (decode + cost + COPY, no HTTP), rows counted afterwards.
 """
 
 import os
@@ -244,7 +244,7 @@ def full_run(args, token: str, env: dict[str, str], workdir: Path) -> None:
     print(f"admission / readyz: {ratio:.2f}x (target >= 0.6x); admission p99 at {CONNECTIONS} connections: "
           f"{p99:.1f} ms (target <= 20 ms); {reserved} reservations, {denied} denied")
     if cpu["readyz"] and cpu["admission"]:
-        print("CPU per answer, ms (medians of the rounds; /proc, load generator not counted): "
+        print("CPU per answer, ms (medians of the rounds; /proc, load generator not counted; idle: all cores): "
               f"readyz {cpu_medians(cpu['readyz'])}; admission {cpu_medians(cpu['admission'])}")
     print(f"Batch ingest, {BATCH}-attempt bodies, {ingest_connections} connections over HTTP to {model} / "
           f"{INGEST_WRITERS} writer processes in-process; rows counted after every pass")
