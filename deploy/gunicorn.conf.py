@@ -74,6 +74,12 @@ METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"] = (
     os.environ.get("PROMETHEUS_MULTIPROC_DIR") or str(Path(__file__).resolve().parent.parent / "var" / "metrics"))
 os.environ["MODELOMAN_METRICS_GROUP"] = "web"
 
+# Imported here, once, and never inside `child_exit`: that hook runs in the master's SIGCHLD handler,
+# which the next worker's exit can interrupt. When the import happened there, on SIGTERM (every
+# worker exiting at once) the second call met a half-imported module and the master exited 1
+# (tests/observe/test_metrics_processes.py).
+from prometheus_client import multiprocess  # noqa: E402  # after PROMETHEUS_MULTIPROC_DIR is set
+
 
 def on_starting(server):
     """A (re)started server counts from zero: the web group's old files go (grpcserve's stay)."""
@@ -84,6 +90,4 @@ def on_starting(server):
 
 def child_exit(server, worker):
     """A dead worker's requests-in-progress gauge goes with it; its counters stay in the sums."""
-    from prometheus_client import multiprocess
-
     multiprocess.mark_process_dead(f"web-{worker.pid}", METRICS_DIR)

@@ -91,9 +91,13 @@ def gunicorn_server(*, workers: int = 2, env: dict[str, str] | None = None,
                 raise RuntimeError(f"gunicorn did not start:\n{Path(log.name).read_text()}")
             time.sleep(0.1)
         yield base
+        process.terminate()  # as systemd stops it: SIGTERM, then every worker exits at once
+        status = process.wait(timeout=10)
+        assert status == 0, f"gunicorn exited {status} on SIGTERM:\n{Path(log.name).read_text()[-3000:]}"
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=10)
         log.close()
         if not log_path:
             os.unlink(log.name)
